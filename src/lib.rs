@@ -14,6 +14,7 @@ pub mod channel;
 pub mod client;
 pub mod codes;
 pub mod config;
+pub mod devmode;
 pub mod history;
 pub mod http;
 pub mod hub;

@@ -1,1 +1,268 @@
-//! (placeholder)
+//! The node: one running Switchboard, tying the hub, broker, store,
+//! presence, token verifier and metrics together.
+//!
+//! Transports and HTTP handlers hold an `Arc<Node>`; nothing in here knows
+//! about HTTP. Publishing goes: namespace rules → history append (which
+//! numbers the publication) → encode the push once → broker → every node's
+//! hub → subscriber queues.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::auth::Verifier;
+use crate::broker::{Broker, ChannelEvent, EventSink, MemoryBroker};
+use crate::channel::ChannelName;
+use crate::codes::{CommandError, Disconnect, ErrorCode};
+use crate::config::{Config, NamespaceConfig};
+use crate::history::{History, HistoryError};
+use crate::hub::{ClientId, Hub};
+use crate::metrics::Metrics;
+use crate::presence::{MemoryPresence, Presence};
+use crate::protocol::frames;
+use crate::store::SqliteStore;
+use crate::stream::{
+    AppendOutcome, AppendRequest, ClientInfo, HistoryLimits, HistoryPage, HistoryQuery, RawJson,
+    StreamPosition,
+};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Delivers broker events into the local hub, counting them.
+struct LocalDelivery {
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventSink for LocalDelivery {
+    fn deliver(&self, channel: &str, event: ChannelEvent) {
+        let fan_out = match &event {
+            ChannelEvent::Publication { offset, frame, exclude } => {
+                self.hub.publish(channel, *offset, frame, *exclude)
+            }
+            ChannelEvent::Presence { frame } => self.hub.publish(channel, 0, frame, None),
+        };
+        self.metrics
+            .deliveries
+            .fetch_add(fan_out.delivered as u64, Relaxed);
+        if fan_out.overflowed > 0 {
+            self.metrics
+                .queue_overflows
+                .fetch_add(fan_out.overflowed as u64, Relaxed);
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub config: Arc<Config>,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    /// Durable history for namespaces with `persist = true`.
+    pub store: Arc<dyn History>,
+    pub presence: Arc<dyn Presence>,
+    pub verifier: Verifier,
+    pub metrics: Arc<Metrics>,
+    /// High bits of every client id minted here (random per start).
+    client_prefix: u64,
+    next_client: AtomicU64,
+    /// Flips to true when the node starts shutting down.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Builds a node from a resolved configuration (secrets present).
+    pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
+        let verifier = Verifier::new(
+            config.auth.hmac_secret.as_deref(),
+            config.auth.rsa_public_key.as_deref(),
+            config.auth.ecdsa_public_key.as_deref(),
+        )?;
+        let store = SqliteStore::open(&config.data_dir.join("switchboard.db"))?;
+        let hub = Arc::new(Hub::new());
+        let metrics = Arc::new(Metrics::default());
+        let broker = Arc::new(MemoryBroker::new(Arc::new(LocalDelivery {
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+        })));
+        Ok(Arc::new(Node {
+            config: Arc::new(config),
+            hub,
+            broker,
+            store: Arc::new(store),
+            presence: Arc::new(MemoryPresence::new()),
+            verifier,
+            metrics,
+            client_prefix: (crate::random::u64() & 0xFFFFF) << 40,
+            next_client: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+        }))
+    }
+
+    /// A new client id, unique across nodes with high probability.
+    pub fn new_client_id(&self) -> ClientId {
+        self.client_prefix | (self.next_client.fetch_add(1, Relaxed) & 0xFF_FFFF_FFFF)
+    }
+
+    /// The namespace of a channel, or 102 if it is not configured.
+    pub fn namespace(&self, channel: &ChannelName) -> Result<&NamespaceConfig, CommandError> {
+        self.config.namespace(channel.namespace).ok_or_else(|| {
+            CommandError::with(
+                ErrorCode::UnknownChannel,
+                format!("namespace `{}` is not configured", channel.namespace.unwrap_or("")),
+            )
+        })
+    }
+
+    /// Validates a channel name and finds its namespace.
+    pub fn resolve<'c>(
+        &self,
+        channel: &'c str,
+    ) -> Result<(ChannelName<'c>, &NamespaceConfig), CommandError> {
+        let name = ChannelName::parse(channel, self.config.client.max_channel_length)?;
+        let ns = self.namespace(&name)?;
+        Ok((name, ns))
+    }
+
+    /// The history that holds a namespace's streams.
+    pub fn history_of(&self, ns: &NamespaceConfig) -> &dyn History {
+        if ns.persist {
+            &*self.store
+        } else {
+            self.broker.history()
+        }
+    }
+
+    /// Appends a publication to `channel`'s stream and fans it out.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        ns: &NamespaceConfig,
+        data: RawJson,
+        info: Option<ClientInfo>,
+        idempotency_key: Option<String>,
+        publisher: Option<ClientId>,
+    ) -> Result<StreamPosition, CommandError> {
+        if data.get().len() > self.config.client.max_data_size {
+            return Err(CommandError::with(
+                ErrorCode::MessageTooLarge,
+                format!("data is over {} bytes", self.config.client.max_data_size),
+            ));
+        }
+        let channel: Arc<str> = Arc::from(channel);
+        let request = AppendRequest {
+            channel: channel.clone(),
+            data,
+            info,
+            idempotency_key,
+            limits: limits(ns),
+        };
+        let exclude = if ns.exclude_publisher { publisher } else { None };
+        let broker = self.broker.clone();
+        let (tx, rx) = oneshot::channel();
+        self.history_of(ns).append(
+            request,
+            Box::new(move |result| {
+                if let Ok(AppendOutcome::Appended { publication, epoch }) = &result {
+                    let frame = frames::publication(&channel, epoch, publication);
+                    broker.publish(
+                        &channel,
+                        ChannelEvent::Publication { offset: publication.offset, frame, exclude },
+                    );
+                }
+                let _ = tx.send(result);
+            }),
+        );
+        let outcome = rx
+            .await
+            .map_err(|_| internal("history dropped the append"))?
+            .map_err(history_error)?;
+        if matches!(outcome, AppendOutcome::Appended { .. }) {
+            self.metrics.publications.fetch_add(1, Relaxed);
+        }
+        Ok(outcome.position())
+    }
+
+    /// Reads a channel's history.
+    pub async fn history(
+        &self,
+        channel: &str,
+        ns: &NamespaceConfig,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, CommandError> {
+        self.history_of(ns)
+            .read(channel, query)
+            .await
+            .map_err(history_error)
+    }
+
+    /// Sends a join or leave push to the channel's subscribers.
+    pub fn presence_event(&self, channel: &str, frame: bytes::Bytes) {
+        self.broker.publish(channel, ChannelEvent::Presence { frame });
+    }
+
+    /// Disconnects every connection of `user`; returns how many.
+    pub fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
+        let connections = self.hub.connections(Some(user));
+        for c in &connections {
+            c.outbound
+                .close(disconnect.clone(), Some(frames::disconnect(&disconnect)));
+        }
+        connections.len()
+    }
+
+    /// A receiver that turns true when the node starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Tells every client to reconnect elsewhere, waits (bounded) for the
+    /// connections to close, and makes the store durable.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.shutdown.send_replace(true);
+        let disconnect: Disconnect = crate::codes::DisconnectCode::Shutdown.into();
+        let frame = frames::disconnect(&disconnect);
+        for c in self.hub.connections(None) {
+            c.outbound.close(disconnect.clone(), Some(frame.clone()));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.hub.connection_stats().0 > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!("flushing the store at shutdown failed: {e}");
+        }
+    }
+}
+
+/// A namespace's retention rules.
+pub fn limits(ns: &NamespaceConfig) -> HistoryLimits {
+    HistoryLimits {
+        size: ns.history_size,
+        ttl: ns.history_ttl,
+        idempotency_window: ns.idempotency_window,
+    }
+}
+
+fn history_error(e: HistoryError) -> CommandError {
+    tracing::error!("history: {e}");
+    internal("history backend failed")
+}
+
+fn internal(message: &str) -> CommandError {
+    CommandError::with(ErrorCode::Internal, message)
+}

@@ -1,0 +1,392 @@
+//! The WebSocket transport: `GET /connection/websocket`.
+//!
+//! We do the RFC 6455 handshake ourselves on top of hyper's upgrade and run
+//! one task per connection. To keep an idle connection at a few KiB of RSS,
+//! the task owns no read or write buffer while idle: reads go through one
+//! 64 KiB buffer per worker thread (partial frames are copied out into the
+//! [`FrameReader`], which frees them once complete), and each batch of
+//! queued frames is encoded into a write buffer that is dropped once
+//! written. One task does reading, writing and timers with `select!`, so a
+//! command that waits on a backend never stops outbound delivery.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{sleep_until, Instant};
+
+use crate::client::{Client, Flow};
+use crate::codes::{Disconnect, DisconnectCode};
+use crate::hub::{Drained, Outbound};
+use crate::node::Node;
+use crate::protocol::frames;
+use crate::stream::now_millis;
+use crate::ws::frame::{self, FrameError, FrameReader, Message, OpCode, Role};
+
+/// Size of the per-thread read buffer.
+const READ_BUFFER: usize = 64 * 1024;
+/// Incoming text frames parsed ahead of the command being handled.
+const MAX_PENDING_COMMANDS: usize = 16;
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Room for the envelope around `data` in a publish frame.
+const ENVELOPE_ALLOWANCE: usize = 16 * 1024;
+
+thread_local! {
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
+}
+
+/// Axum handler: checks the handshake and hands the socket to [`run`].
+pub async fn upgrade(State(node): State<Arc<Node>>, mut request: Request) -> Response {
+    if node.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let key = match check_handshake(request.headers()) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::BAD_REQUEST, "connection cannot be upgraded").into_response();
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run(node, TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&crate::ws::accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+fn check_handshake(headers: &HeaderMap) -> Result<String, Response> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, "websocket")],
+            "this endpoint speaks WebSocket",
+        )
+            .into_response());
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported WebSocket version",
+        )
+            .into_response());
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
+        Some(key) if !key.is_empty() => Ok(key.to_string()),
+        _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response()),
+    }
+}
+
+/// What the socket did.
+enum IoEvent {
+    /// Bytes of the pending write were accepted.
+    Wrote(usize),
+    /// Bytes were read (messages may have been queued).
+    Read,
+    /// The peer closed the TCP stream.
+    Eof,
+    /// The peer broke the WebSocket framing.
+    Protocol(FrameError),
+}
+
+/// Makes progress on the pending write (if any) and reads (if allowed),
+/// whichever is ready first. Reads go into the thread's shared buffer and
+/// are decoded at once, so nothing stays allocated while waiting. One
+/// future does both because both need the socket mutably.
+fn io_event<'a, S: AsyncRead + AsyncWrite + Unpin>(
+    io: &'a mut S,
+    pending_write: Option<&'a [u8]>,
+    read: Option<(&'a mut FrameReader, &'a mut VecDeque<Message>)>,
+) -> impl Future<Output = io::Result<IoEvent>> + 'a {
+    let mut read = read;
+    std::future::poll_fn(move |cx| {
+        if let Some(bytes) = pending_write {
+            if let Poll::Ready(result) = Pin::new(&mut *io).poll_write(cx, bytes) {
+                return Poll::Ready(result.map(IoEvent::Wrote));
+            }
+        }
+        let Some((reader, messages)) = read.as_mut() else {
+            return Poll::Pending;
+        };
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut read_buf = ReadBuf::new(&mut buf[..]);
+            match Pin::new(&mut *io).poll_read(cx, &mut read_buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if read_buf.filled().is_empty() => {
+                    Poll::Ready(Ok(IoEvent::Eof))
+                }
+                Poll::Ready(Ok(())) => {
+                    let fed = reader.feed(read_buf.filled(), &mut |m| {
+                        messages.push_back(m);
+                        true
+                    });
+                    Poll::Ready(Ok(match fed {
+                        Ok(()) => IoEvent::Read,
+                        Err(e) => IoEvent::Protocol(e),
+                    }))
+                }
+            }
+        })
+    })
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (Box<Client>, Flow)> + Send>>;
+
+/// Runs one WebSocket connection to its end.
+pub async fn run<S>(node: Arc<Node>, mut io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let cfg = node.config.client.clone();
+    let outbound = Arc::new(Outbound::new(cfg.queue_max_size));
+    let mut client = Some(Box::new(Client::new(node.clone(), outbound.clone())));
+    let mut reader = FrameReader::new(Role::Server, cfg.max_data_size + ENVELOPE_ALLOWANCE);
+    let mut messages: VecDeque<Message> = VecDeque::new();
+    let mut in_flight: Option<InFlight> = None;
+    // Control frames (pong, close) waiting for the next write.
+    let mut control: Vec<u8> = Vec::new();
+    let mut write_buf: Vec<u8> = Vec::new();
+    let mut written = 0;
+    let mut closing: Option<Instant> = None;
+    let mut close_after_write = false;
+    let mut peer_closed = false;
+    // Set when a wake-up was consumed while writing: drain without waiting.
+    let mut recheck = false;
+    let started = Instant::now();
+    let mut last_seen = started;
+    let mut next_ping = started + cfg.ping_interval;
+    let mut shutdown = node.shutdown_signal();
+
+    loop {
+        // Hand the next text frame to the client once the previous command is done.
+        if in_flight.is_none() && closing.is_none() {
+            while let Some(message) = messages.pop_front() {
+                match message {
+                    Message::Text(text) => {
+                        let mut c = client.take().expect("client is home when nothing is in flight");
+                        in_flight = Some(Box::pin(async move {
+                            // The frame reader validated UTF-8.
+                            let text = std::str::from_utf8(&text).unwrap_or_default();
+                            let flow = c.handle_text(text).await;
+                            (c, flow)
+                        }));
+                        break;
+                    }
+                    Message::Binary(_) => {
+                        let error = crate::codes::CommandError::with(
+                            crate::codes::ErrorCode::BadRequest,
+                            "binary frames are not supported; send JSON text frames",
+                        );
+                        node.metrics.error(error.code);
+                        let _ = outbound.push(frames::error(None, &error));
+                    }
+                    Message::Ping(payload) => frame::encode_pong(&payload, &mut control),
+                    Message::Pong(_) => {}
+                    Message::Close(_) => {
+                        peer_closed = true;
+                        begin_close(&outbound, DisconnectCode::Normal.into(), false, &mut closing);
+                    }
+                }
+            }
+        }
+
+        // The next timer: heartbeat, connect deadline, token expiry, close grace.
+        let silent_limit = last_seen + cfg.ping_interval + cfg.pong_timeout;
+        let connected = client.as_ref().is_none_or(|c| c.is_connected());
+        let expires = client.as_ref().and_then(|c| c.expires_at());
+        let deadline = match closing {
+            Some(grace) => grace,
+            None => {
+                let mut deadline = next_ping.min(silent_limit);
+                if !connected {
+                    deadline = deadline.min(started + cfg.connect_timeout);
+                }
+                if let Some(exp) = expires {
+                    deadline = deadline.min(instant_at(exp));
+                }
+                deadline
+            }
+        };
+
+        let writing = written < write_buf.len();
+        let can_read = !peer_closed && messages.len() < MAX_PENDING_COMMANDS;
+        tokio::select! {
+            biased;
+            done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                in_flight = None;
+                let (c, flow) = done;
+                client = Some(c);
+                if let Flow::Close(d) = flow {
+                    begin_close(&outbound, d, true, &mut closing);
+                }
+            }
+            _ = std::future::ready(()), if !writing && !close_after_write && !control.is_empty() => {
+                write_buf = std::mem::take(&mut control);
+            }
+            _ = outbound.ready(), if writing && closing.is_none() => {
+                // Pushed (or closed, e.g. as a slow consumer) while a write is
+                // stuck: a closed queue must not wait on a client that reads nothing.
+                recheck = true;
+                if outbound.is_closed() {
+                    closing = Some(Instant::now() + CLOSE_GRACE);
+                }
+            }
+            _ = ready_or_now(&outbound, recheck), if !writing && !close_after_write => {
+                recheck = false;
+                let (batch, end) = match outbound.drain() {
+                    Drained::Frames(f) => (f, None),
+                    Drained::Closing(f, d) => (f, Some(d)),
+                };
+                write_buf = encode_batch(&batch, &control, end.as_ref());
+                control = Vec::new();
+                if let Some(d) = end {
+                    node.metrics.disconnect(d.code);
+                    close_after_write = true;
+                    closing.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+                }
+                if write_buf.is_empty() && close_after_write {
+                    break;
+                }
+            }
+            event = io_event(
+                &mut io,
+                writing.then(|| &write_buf[written..]),
+                can_read.then_some((&mut reader, &mut messages)),
+            ), if writing || can_read => {
+                match event {
+                    Ok(IoEvent::Wrote(0)) | Ok(IoEvent::Eof) | Err(_) => break,
+                    Ok(IoEvent::Wrote(n)) => {
+                        written += n;
+                        if written == write_buf.len() {
+                            write_buf = Vec::new();
+                            written = 0;
+                            if close_after_write {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(IoEvent::Read) => last_seen = Instant::now(),
+                    Ok(IoEvent::Protocol(e)) => {
+                        peer_closed = true;
+                        let code = match e {
+                            FrameError::MessageTooLarge { .. } => DisconnectCode::FrameTooLarge,
+                            _ => DisconnectCode::ProtocolError,
+                        };
+                        let mut d: Disconnect = code.into();
+                        d.reason = e.to_string();
+                        begin_close(&outbound, d, true, &mut closing);
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                // Node::shutdown closes every authenticated client's queue;
+                // close the ones that never connected here.
+                begin_close(&outbound, DisconnectCode::Shutdown.into(), true, &mut closing);
+            }
+            _ = sleep_until(deadline) => {
+                let now = Instant::now();
+                if closing.is_some_and(|grace| now >= grace) {
+                    break;
+                }
+                let expired = expires.is_some_and(|exp| now_millis() / 1000 >= exp);
+                if now >= silent_limit {
+                    begin_close(&outbound, DisconnectCode::NoPong.into(), true, &mut closing);
+                } else if !connected && now >= started + cfg.connect_timeout {
+                    begin_close(&outbound, DisconnectCode::ConnectTimeout.into(), true, &mut closing);
+                } else if expired {
+                    begin_close(&outbound, DisconnectCode::TokenExpired.into(), true, &mut closing);
+                } else if now >= next_ping {
+                    next_ping = now + cfg.ping_interval;
+                    let _ = outbound.push(Bytes::from_static(frames::PING));
+                }
+            }
+        }
+    }
+
+    // Let a command still in flight finish so its effects are undone below.
+    if let Some(f) = in_flight.take() {
+        client = Some(f.await.0);
+    }
+    if let Some(mut c) = client {
+        c.close().await;
+    }
+    let _ = io.shutdown().await;
+}
+
+/// Closes the queue with `d` (with `tell`, the client first gets the
+/// `disconnect` push) and starts the grace period for the last writes.
+fn begin_close(outbound: &Outbound, d: Disconnect, tell: bool, closing: &mut Option<Instant>) {
+    let last = tell.then(|| frames::disconnect(&d));
+    outbound.close(d, last);
+    closing.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+}
+
+/// Frames every queued JSON frame as a WebSocket text frame, in one buffer,
+/// after any pending control frames, and ends with a close frame if closing.
+fn encode_batch(batch: &VecDeque<Bytes>, control: &[u8], end: Option<&Disconnect>) -> Vec<u8> {
+    let size: usize = batch
+        .iter()
+        .map(|f| frame::header_len(f.len(), false) + f.len())
+        .sum::<usize>()
+        + control.len()
+        + end.map_or(0, |d| 4 + d.reason.len());
+    let mut buf = Vec::with_capacity(size);
+    buf.extend_from_slice(control);
+    for f in batch {
+        frame::header(OpCode::Text, f.len(), None, &mut buf);
+        buf.extend_from_slice(f);
+    }
+    if let Some(d) = end {
+        let reason: String = d.reason.chars().take(100).collect();
+        frame::encode_close(d.code, &reason, &mut buf);
+    }
+    buf
+}
+
+/// Waits for the queue unless `now` says something is already there.
+async fn ready_or_now(outbound: &Outbound, now: bool) {
+    if !now {
+        outbound.ready().await
+    }
+}
+
+/// The tokio instant of a Unix time in seconds.
+fn instant_at(unix_secs: u64) -> Instant {
+    let now_ms = now_millis();
+    let at_ms = unix_secs.saturating_mul(1000);
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
+}

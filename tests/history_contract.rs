@@ -1,0 +1,578 @@
+//! The `History` contract: behaviour every implementation must share, since
+//! clients' recovery depends on it (offsets, epochs, idempotency, trimming,
+//! recovery, ordering).
+//!
+//! The cases in [`cases`] take an `Arc<dyn History>`; [`contract_tests!`]
+//! turns each into a `#[tokio::test]` for one implementation. To run them
+//! against another implementation, add one line at the bottom, e.g.
+//! `contract_tests!(memory, || Fixture::new(Arc::new(MemoryHistory::new())));`.
+
+use std::sync::Arc;
+
+use switchboard::history::History;
+use switchboard::store::SqliteStore;
+use switchboard::stream::{
+    AppendOutcome, AppendRequest, HistoryLimits, HistoryPage, HistoryQuery, Publication, RawJson,
+    StreamPosition,
+};
+
+/// A history under test, plus whatever must live as long as it (a tempdir).
+pub struct Fixture {
+    pub history: Arc<dyn History>,
+    _keep: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub fn new(history: Arc<dyn History>) -> Fixture {
+        Fixture {
+            history,
+            _keep: None,
+        }
+    }
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("history.db")).unwrap();
+    Fixture {
+        history: Arc::new(store),
+        _keep: Some(dir),
+    }
+}
+
+mod support {
+    use super::*;
+    use std::time::Duration;
+
+    pub fn limits(size: usize) -> HistoryLimits {
+        HistoryLimits {
+            size,
+            ttl: Duration::from_secs(300),
+            idempotency_window: Duration::from_secs(300),
+        }
+    }
+
+    pub fn request(
+        channel: &str,
+        data: &str,
+        key: Option<&str>,
+        limits: HistoryLimits,
+    ) -> AppendRequest {
+        AppendRequest {
+            channel: channel.into(),
+            data: RawJson::from_string(data.to_owned()).unwrap(),
+            info: None,
+            idempotency_key: key.map(str::to_owned),
+            limits,
+        }
+    }
+
+    /// Appends and waits for the callback.
+    pub async fn append(h: &dyn History, request: AppendRequest) -> AppendOutcome {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        h.append(
+            request,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        rx.await
+            .expect("append callback dropped")
+            .expect("append failed")
+    }
+
+    /// Appends `n` publications `{"n":1..}` with default limits; returns the last position.
+    pub async fn fill(
+        h: &dyn History,
+        channel: &str,
+        n: u64,
+        limits: HistoryLimits,
+    ) -> StreamPosition {
+        let mut last = None;
+        for i in 1..=n {
+            let data = format!("{{\"n\":{i}}}");
+            last = Some(
+                append(h, request(channel, &data, None, limits))
+                    .await
+                    .position(),
+            );
+        }
+        last.expect("fill at least one")
+    }
+
+    pub async fn read(
+        h: &dyn History,
+        channel: &str,
+        since: Option<StreamPosition>,
+        limit: usize,
+        reverse: bool,
+    ) -> HistoryPage {
+        let query = HistoryQuery {
+            since,
+            limit,
+            reverse,
+        };
+        h.read(channel, query).await.expect("read failed")
+    }
+
+    pub fn offsets(publications: &[Publication]) -> Vec<u64> {
+        publications.iter().map(|p| p.offset).collect()
+    }
+
+    pub fn appended_offset(outcome: &AppendOutcome) -> u64 {
+        match outcome {
+            AppendOutcome::Appended { publication, .. } => publication.offset,
+            AppendOutcome::Duplicate(position) => panic!("unexpected duplicate at {position:?}"),
+        }
+    }
+}
+
+/// The contract, one function per case.
+pub mod cases {
+    use super::support::*;
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    pub async fn offsets_start_at_one_and_increase(h: Arc<dyn History>) {
+        for expected in 1..=5 {
+            let outcome = append(&*h, request("a", "{\"x\":1}", None, limits(10))).await;
+            assert_eq!(appended_offset(&outcome), expected);
+            if let AppendOutcome::Appended { publication, .. } = outcome {
+                assert_eq!(publication.data.get(), "{\"x\":1}");
+                assert!(publication.time > 0);
+            }
+        }
+        let page = read(&*h, "a", None, 100, false).await;
+        assert_eq!(page.position.offset, 5);
+        assert_eq!(offsets(&page.publications), vec![1, 2, 3, 4, 5]);
+        assert!(!page.recovered);
+    }
+
+    pub async fn epoch_is_stable(h: Arc<dyn History>) {
+        let unknown = read(&*h, "fresh", None, 10, false).await;
+        assert_eq!(unknown.position.offset, 0);
+        assert!(!unknown.position.epoch.is_empty());
+        assert!(unknown.publications.is_empty());
+        let again = read(&*h, "fresh", None, 10, false).await;
+        assert_eq!(again.position, unknown.position);
+        for _ in 0..3 {
+            let outcome = append(&*h, request("fresh", "1", None, limits(10))).await;
+            assert_eq!(outcome.position().epoch, unknown.position.epoch);
+        }
+        let after = read(&*h, "fresh", None, 10, false).await;
+        assert_eq!(after.position.epoch, unknown.position.epoch);
+        assert_eq!(after.position.offset, 3);
+    }
+
+    pub async fn callbacks_follow_queue_order(h: Arc<dyn History>) {
+        // Queued from one task: per channel, callbacks come in queue order.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (all_done, wait) = tokio::sync::oneshot::channel();
+        let all_done = Arc::new(Mutex::new(Some(all_done)));
+        for seq in 0..1000usize {
+            let channel = format!("q{}", seq % 10);
+            let seen = seen.clone();
+            let all_done = all_done.clone();
+            h.append(
+                request(&channel, "1", None, limits(1000)),
+                Box::new(move |outcome| {
+                    let offset = outcome.expect("append failed").position().offset;
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((seq % 10, seq, offset));
+                    if seen.len() == 1000 {
+                        if let Some(tx) = all_done.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }),
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        let mut last: HashMap<usize, (usize, u64)> = HashMap::new();
+        for &(channel, seq, offset) in seen.iter() {
+            let (last_seq, last_offset) = last.get(&channel).copied().unwrap_or((0, 0));
+            assert!(
+                last_offset == 0 || seq > last_seq,
+                "queue order broken on q{channel}"
+            );
+            assert_eq!(
+                offset,
+                last_offset + 1,
+                "offsets out of order on q{channel}"
+            );
+            last.insert(channel, (seq, offset));
+        }
+        assert!(last.values().all(|&(_, offset)| offset == 100));
+    }
+
+    pub async fn concurrent_appends_keep_per_channel_order(h: Arc<dyn History>) {
+        // 1000 appends from 20 tasks onto 10 channels.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for task in 0..20usize {
+            let h = h.clone();
+            let seen = seen.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut waits = Vec::new();
+                for i in 0..50usize {
+                    let channel = (task + i) % 10;
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let seen = seen.clone();
+                    h.append(
+                        request(&format!("c{channel}"), "{}", None, limits(1000)),
+                        Box::new(move |outcome| {
+                            let offset = outcome.expect("append failed").position().offset;
+                            seen.lock().unwrap().push((channel, offset));
+                            let _ = tx.send(());
+                        }),
+                    );
+                    waits.push(rx);
+                    if i % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                for rx in waits {
+                    rx.await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1000);
+        let mut last: HashMap<usize, u64> = HashMap::new();
+        for &(channel, offset) in seen.iter() {
+            let previous = last.insert(channel, offset).unwrap_or(0);
+            assert_eq!(
+                offset,
+                previous + 1,
+                "c{channel}: {offset} after {previous}"
+            );
+        }
+        for channel in 0..10 {
+            let page = read(&*h, &format!("c{channel}"), None, 1000, false).await;
+            assert_eq!(page.position.offset, 100);
+            assert_eq!(offsets(&page.publications), (1..=100).collect::<Vec<_>>());
+        }
+    }
+
+    pub async fn idempotent_key_returns_first_position(h: Arc<dyn History>) {
+        fill(&*h, "i", 2, limits(10)).await;
+        let first = append(&*h, request("i", "\"once\"", Some("k1"), limits(10))).await;
+        assert_eq!(appended_offset(&first), 3);
+        let again = append(&*h, request("i", "\"twice\"", Some("k1"), limits(10))).await;
+        assert_eq!(again, AppendOutcome::Duplicate(first.position()));
+        let page = read(&*h, "i", None, 10, false).await;
+        assert_eq!(page.position.offset, 3);
+        assert_eq!(page.publications.len(), 3);
+        assert_eq!(page.publications[2].data.get(), "\"once\"");
+        // A later append still gets the next offset.
+        let next = append(&*h, request("i", "1", Some("k2"), limits(10))).await;
+        assert_eq!(appended_offset(&next), 4);
+    }
+
+    pub async fn idempotency_is_per_channel(h: Arc<dyn History>) {
+        let a = append(&*h, request("ka", "1", Some("same"), limits(10))).await;
+        let b = append(&*h, request("kb", "1", Some("same"), limits(10))).await;
+        assert_eq!(appended_offset(&a), 1);
+        assert_eq!(appended_offset(&b), 1);
+        let a2 = append(&*h, request("ka", "2", Some("same"), limits(10))).await;
+        assert_eq!(a2, AppendOutcome::Duplicate(a.position()));
+    }
+
+    pub async fn expired_key_appends_again(h: Arc<dyn History>) {
+        let short = HistoryLimits {
+            idempotency_window: Duration::from_millis(50),
+            ..limits(10)
+        };
+        let first = append(&*h, request("x", "1", Some("k"), short)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let second = append(&*h, request("x", "1", Some("k"), short)).await;
+        assert_eq!(appended_offset(&first), 1);
+        assert_eq!(appended_offset(&second), 2);
+        // The renewed key now points at the second publish.
+        let third = append(&*h, request("x", "1", Some("k"), short)).await;
+        assert_eq!(third, AppendOutcome::Duplicate(second.position()));
+    }
+
+    pub async fn size_trims_oldest(h: Arc<dyn History>) {
+        let top = fill(&*h, "s", 5, limits(3)).await;
+        assert_eq!(top.offset, 5);
+        let page = read(&*h, "s", None, 100, false).await;
+        assert_eq!(offsets(&page.publications), vec![3, 4, 5]);
+        assert_eq!(page.publications[0].data.get(), "{\"n\":3}");
+        let since_1 = StreamPosition {
+            offset: 1,
+            ..top.clone()
+        };
+        let lost = read(&*h, "s", Some(since_1), 100, false).await;
+        assert!(!lost.recovered);
+        assert_eq!(offsets(&lost.publications), vec![3, 4, 5]);
+        let since_2 = StreamPosition {
+            offset: 2,
+            ..top.clone()
+        };
+        let ok = read(&*h, "s", Some(since_2), 100, false).await;
+        assert!(ok.recovered);
+        assert_eq!(offsets(&ok.publications), vec![3, 4, 5]);
+        assert_eq!(ok.position, top);
+    }
+
+    pub async fn size_zero_keeps_nothing_but_counts(h: Arc<dyn History>) {
+        let top = fill(&*h, "z", 3, limits(0)).await;
+        assert_eq!(top.offset, 3);
+        let page = read(&*h, "z", None, 100, false).await;
+        assert!(page.publications.is_empty());
+        assert_eq!(page.position, top);
+        let since = StreamPosition {
+            offset: 2,
+            ..top.clone()
+        };
+        assert!(!read(&*h, "z", Some(since), 100, false).await.recovered);
+    }
+
+    pub async fn ttl_hides_old_publications(h: Arc<dyn History>) {
+        let short = HistoryLimits {
+            ttl: Duration::from_millis(100),
+            ..limits(10)
+        };
+        fill(&*h, "t", 2, short).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let empty = read(&*h, "t", None, 10, false).await;
+        assert!(empty.publications.is_empty());
+        assert_eq!(empty.position.offset, 2);
+        let top = append(&*h, request("t", "3", None, short)).await.position();
+        let page = read(&*h, "t", None, 10, false).await;
+        assert_eq!(offsets(&page.publications), vec![3]);
+        let since_0 = StreamPosition {
+            offset: 0,
+            ..top.clone()
+        };
+        let lost = read(&*h, "t", Some(since_0), 10, false).await;
+        assert!(!lost.recovered);
+        let since_2 = StreamPosition { offset: 2, ..top };
+        let ok = read(&*h, "t", Some(since_2), 10, false).await;
+        assert!(ok.recovered);
+        assert_eq!(offsets(&ok.publications), vec![3]);
+    }
+
+    pub async fn recovery_at_top_is_empty_and_recovered(h: Arc<dyn History>) {
+        let top = fill(&*h, "r", 4, limits(10)).await;
+        let page = read(&*h, "r", Some(top.clone()), 100, false).await;
+        assert!(page.recovered);
+        assert!(page.publications.is_empty());
+        assert_eq!(page.position, top);
+        // Limit 0 is "position only": still recovered at the top.
+        assert!(read(&*h, "r", Some(top.clone()), 0, false).await.recovered);
+        let behind = StreamPosition { offset: 3, ..top };
+        let page = read(&*h, "r", Some(behind), 0, false).await;
+        assert!(!page.recovered);
+        assert!(page.publications.is_empty());
+    }
+
+    pub async fn wrong_epoch_is_not_recovered(h: Arc<dyn History>) {
+        let top = fill(&*h, "e", 4, limits(10)).await;
+        let stale = StreamPosition {
+            offset: 2,
+            epoch: format!("{}-old", top.epoch),
+        };
+        let page = read(&*h, "e", Some(stale), 3, false).await;
+        assert!(!page.recovered);
+        assert_eq!(page.position, top);
+        assert_eq!(offsets(&page.publications), vec![2, 3, 4]);
+    }
+
+    pub async fn offset_beyond_top_is_not_recovered(h: Arc<dyn History>) {
+        let top = fill(&*h, "b", 3, limits(10)).await;
+        let ahead = StreamPosition {
+            offset: 7,
+            ..top.clone()
+        };
+        let page = read(&*h, "b", Some(ahead), 100, false).await;
+        assert!(!page.recovered);
+        assert_eq!(page.position, top);
+        assert_eq!(offsets(&page.publications), vec![1, 2, 3]);
+    }
+
+    pub async fn limit_cut_is_not_recovered(h: Arc<dyn History>) {
+        let top = fill(&*h, "l", 6, limits(10)).await;
+        let since = StreamPosition {
+            offset: 1,
+            ..top.clone()
+        };
+        let cut = read(&*h, "l", Some(since.clone()), 3, false).await;
+        assert!(!cut.recovered);
+        assert_eq!(offsets(&cut.publications), vec![2, 3, 4]);
+        let exact = read(&*h, "l", Some(since), 5, false).await;
+        assert!(exact.recovered);
+        assert_eq!(offsets(&exact.publications), vec![2, 3, 4, 5, 6]);
+        let latest = read(&*h, "l", None, 2, false).await;
+        assert_eq!(offsets(&latest.publications), vec![5, 6]);
+    }
+
+    pub async fn reverse_is_newest_first(h: Arc<dyn History>) {
+        let top = fill(&*h, "v", 5, limits(10)).await;
+        let page = read(&*h, "v", None, 3, true).await;
+        assert_eq!(offsets(&page.publications), vec![5, 4, 3]);
+        assert_eq!(page.position, top);
+        // `reverse` is ignored with `since`.
+        let since = StreamPosition { offset: 3, ..top };
+        let page = read(&*h, "v", Some(since), 10, true).await;
+        assert_eq!(offsets(&page.publications), vec![4, 5]);
+        assert!(page.recovered);
+    }
+
+    pub async fn flush_waits_for_pending_appends(h: Arc<dyn History>) {
+        let done = Arc::new(Mutex::new(0usize));
+        for _ in 0..200 {
+            let done = done.clone();
+            h.append(
+                request("f", "1", None, limits(1000)),
+                Box::new(move |outcome| {
+                    outcome.expect("append failed");
+                    *done.lock().unwrap() += 1;
+                }),
+            );
+        }
+        h.flush().await.expect("flush failed");
+        assert_eq!(*done.lock().unwrap(), 200);
+        assert_eq!(read(&*h, "f", None, 0, false).await.position.offset, 200);
+    }
+
+    pub async fn publisher_info_round_trips(h: Arc<dyn History>) {
+        let info = switchboard::stream::ClientInfo {
+            user: "u1".into(),
+            client: "c1".into(),
+            data: Some(RawJson::from_string("{\"name\":\"Ann\"}".into()).unwrap()),
+        };
+        let mut with_info = request("p", "[1,2]", None, limits(10));
+        with_info.info = Some(info.clone());
+        let outcome = append(&*h, with_info).await;
+        let page = read(&*h, "p", None, 10, false).await;
+        match outcome {
+            AppendOutcome::Appended { publication, .. } => {
+                assert_eq!(page.publications, vec![publication])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(page.publications[0].info, Some(info));
+    }
+}
+
+/// One `#[tokio::test]` per contract case for the implementation `$make`
+/// builds (a `fn() -> Fixture`).
+macro_rules! contract_tests {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            contract_tests!(@cases $make;
+                offsets_start_at_one_and_increase,
+                epoch_is_stable,
+                callbacks_follow_queue_order,
+                concurrent_appends_keep_per_channel_order,
+                idempotent_key_returns_first_position,
+                idempotency_is_per_channel,
+                expired_key_appends_again,
+                size_trims_oldest,
+                size_zero_keeps_nothing_but_counts,
+                ttl_hides_old_publications,
+                recovery_at_top_is_empty_and_recovered,
+                wrong_epoch_is_not_recovered,
+                offset_beyond_top_is_not_recovered,
+                limit_cut_is_not_recovered,
+                reverse_is_newest_first,
+                flush_waits_for_pending_appends,
+                publisher_info_round_trips,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture: Fixture = ($make)();
+                cases::$case(fixture.history.clone()).await;
+            }
+        )*
+    };
+}
+
+contract_tests!(sqlite_store, sqlite);
+
+/// SQLite only: everything survives dropping the store and reopening it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_survives_reopen() {
+    use support::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/history.db");
+    let short = limits(3);
+    let (top, keyed) = {
+        let store = SqliteStore::open(&path).unwrap();
+        let top = fill(&store, "keep", 4, short).await;
+        let keyed = append(&store, request("keep", "\"k\"", Some("key"), short)).await;
+        // Fire-and-forget appends: Drop must still commit them.
+        for _ in 0..50 {
+            store.append(
+                request("late", "1", None, limits(100)),
+                Box::new(|r| assert!(r.is_ok())),
+            );
+        }
+        (top, keyed.position())
+    };
+    assert_eq!(top.offset, 4);
+    assert_eq!(keyed.offset, 5);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let page = read(&store, "keep", None, 100, false).await;
+    assert_eq!(page.position, keyed);
+    assert_eq!(offsets(&page.publications), vec![3, 4, 5]);
+    assert_eq!(page.publications[2].data.get(), "\"k\"");
+    let recovered = read(&store, "keep", Some(top.clone()), 100, false).await;
+    assert!(recovered.recovered);
+    assert_eq!(offsets(&recovered.publications), vec![5]);
+    let duplicate = append(&store, request("keep", "\"k\"", Some("key"), short)).await;
+    assert_eq!(duplicate, AppendOutcome::Duplicate(keyed.clone()));
+    let next = append(&store, request("keep", "6", None, short))
+        .await
+        .position();
+    assert_eq!(next, StreamPosition { offset: 6, ..keyed });
+    assert_eq!(
+        read(&store, "late", None, 0, false).await.position.offset,
+        50
+    );
+}
+
+/// Informal throughput: `cargo test --release --test history_contract -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn sqlite_append_throughput() {
+    use support::*;
+    let fixture = sqlite();
+    let h = fixture.history;
+    let n = 100_000u64;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        h.append(
+            request(&format!("t{}", i % 100), "{\"x\":1}", None, limits(100)),
+            Box::new(|r| {
+                r.expect("append failed");
+            }),
+        );
+    }
+    h.flush().await.unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "{n} appends in {elapsed:?}: {:.0}/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
