@@ -130,7 +130,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_names() {
-        for bad in ["", "chat:", ":x", "a b", "é", "x\"y", "a*b", "dm:x#", "dm:x#1#2"] {
+        for bad in [
+            "", "chat:", ":x", "a b", "é", "x\"y", "a*b", "dm:x#", "dm:x#1#2",
+        ] {
             let err = ChannelName::parse(bad, 255).unwrap_err();
             assert_eq!(err.code, ErrorCode::BadChannelName, "{bad}");
         }

@@ -161,8 +161,13 @@ impl Client {
         }
         match command {
             Command::Connect { .. } => unreachable!("handled above"),
-            Command::Subscribe { channel, since, token } => {
-                self.subscribe(id, &channel, since, token.as_deref()).await?;
+            Command::Subscribe {
+                channel,
+                since,
+                token,
+            } => {
+                self.subscribe(id, &channel, since, token.as_deref())
+                    .await?;
                 Ok(None)
             }
             Command::Unsubscribe { channel } => {
@@ -172,7 +177,11 @@ impl Client {
                 self.unsubscribe(&channel).await;
                 Ok(Some(frames::unsubscribed(id, &channel)))
             }
-            Command::Publish { channel, data, idempotency_key } => {
+            Command::Publish {
+                channel,
+                data,
+                idempotency_key,
+            } => {
                 let (name, ns) = self.node.resolve(&channel)?;
                 if !ns.client_publish {
                     return Err(CommandError::with(
@@ -192,7 +201,14 @@ impl Client {
                 }
                 let position = self
                     .node
-                    .publish(&channel, ns, data, Some(self.info()), idempotency_key, Some(self.id))
+                    .publish(
+                        &channel,
+                        ns,
+                        data,
+                        Some(self.info()),
+                        idempotency_key,
+                        Some(self.id),
+                    )
                     .await?;
                 Ok(Some(frames::published(id, &position)))
             }
@@ -213,12 +229,25 @@ impl Client {
                 })?;
                 Ok(Some(frames::presence_stats(id, &stats)))
             }
-            Command::History { channel, since, limit, reverse } => {
+            Command::History {
+                channel,
+                since,
+                limit,
+                reverse,
+            } => {
                 let ns = *self.readable(&channel, |ns| ns.history_size > 0)?;
                 let limit = limit.unwrap_or(ns.history_size).min(ns.history_size);
                 let page = self
                     .node
-                    .history(&channel, &ns, HistoryQuery { since, limit, reverse })
+                    .history(
+                        &channel,
+                        &ns,
+                        HistoryQuery {
+                            since,
+                            limit,
+                            reverse,
+                        },
+                    )
                     .await?;
                 Ok(Some(frames::history(id, &page)))
             }
@@ -309,7 +338,11 @@ impl Client {
         let recovering = since.is_some();
         let query = HistoryQuery {
             since,
-            limit: if recovering { ns.history_size.min(MAX_RECOVERY) } else { 0 },
+            limit: if recovering {
+                ns.history_size.min(MAX_RECOVERY)
+            } else {
+                0
+            },
             reverse: false,
         };
         let page = match self.node.history(&channel, &ns, query).await {
@@ -319,11 +352,17 @@ impl Client {
                 return Err(e.into());
             }
         };
-        subscriber.open([frames::subscribed(id, &channel, &page)], page.position.offset);
+        subscriber.open(
+            [frames::subscribed(id, &channel, &page)],
+            page.position.offset,
+        );
         self.node.metrics.subscriptions.fetch_add(1, Relaxed);
         self.subscriptions.insert(
             channel.clone(),
-            Subscription { presence: ns.presence, join_leave: ns.join_leave },
+            Subscription {
+                presence: ns.presence,
+                join_leave: ns.join_leave,
+            },
         );
         if ns.presence {
             if let Err(e) = self.node.presence.add(&channel, self.id, self.info()).await {
@@ -331,7 +370,8 @@ impl Client {
             }
         }
         if ns.join_leave {
-            self.node.presence_event(&channel, frames::join(&channel, &self.info()));
+            self.node
+                .presence_event(&channel, frames::join(&channel, &self.info()));
         }
         Ok(())
     }
@@ -352,20 +392,33 @@ impl Client {
             };
         }
         if let Some(token) = token {
-            let claims = self.node.verifier.subscription(token).map_err(|e| match e {
-                TokenError::Expired => CommandError::new(ErrorCode::TokenExpired),
-                TokenError::Invalid(why) => denied(&format!("subscription token: {why}")),
-            })?;
+            let claims = self
+                .node
+                .verifier
+                .subscription(token)
+                .map_err(|e| match e {
+                    TokenError::Expired => CommandError::new(ErrorCode::TokenExpired),
+                    TokenError::Invalid(why) => denied(&format!("subscription token: {why}")),
+                })?;
             return if *claims.sub == *identity.user && claims.channel == name.full {
                 Ok(())
             } else {
-                Err(denied("the subscription token is for another user or channel"))
+                Err(denied(
+                    "the subscription token is for another user or channel",
+                ))
             };
         }
-        if !ns.private || identity.channels.iter().any(|p| pattern_matches(p, name.full)) {
+        if !ns.private
+            || identity
+                .channels
+                .iter()
+                .any(|p| pattern_matches(p, name.full))
+        {
             Ok(())
         } else {
-            Err(denied("this channel needs a `channels` claim or a subscription token"))
+            Err(denied(
+                "this channel needs a `channels` claim or a subscription token",
+            ))
         }
     }
 
@@ -404,14 +457,18 @@ impl Client {
             }
         }
         if sub.join_leave {
-            self.node.presence_event(&channel, frames::leave(&channel, &self.info()));
+            self.node
+                .presence_event(&channel, frames::leave(&channel, &self.info()));
         }
     }
 
     /// This connection as others see it.
     fn info(&self) -> ClientInfo {
         ClientInfo {
-            user: self.identity.as_ref().map_or_else(String::new, |i| i.user.to_string()),
+            user: self
+                .identity
+                .as_ref()
+                .map_or_else(String::new, |i| i.user.to_string()),
             client: self.id_str.to_string(),
             data: self.identity.as_ref().and_then(|i| i.info.clone()),
         }

@@ -38,12 +38,17 @@ pub fn secrets_path(data_dir: &Path) -> PathBuf {
 /// Loads the secrets, creating them on first use; `true` if just created.
 pub fn load_or_create(data_dir: &Path) -> Result<(DevSecrets, bool), DevSecretsError> {
     let path = secrets_path(data_dir);
-    let io_err = |source| DevSecretsError::Io { path: path.clone(), source };
+    let io_err = |source| DevSecretsError::Io {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let secrets = serde_json::from_slice(&bytes).map_err(|source| {
-                DevSecretsError::Corrupt { path: path.clone(), source }
-            })?;
+            let secrets =
+                serde_json::from_slice(&bytes).map_err(|source| DevSecretsError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
             Ok((secrets, false))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -52,8 +57,11 @@ pub fn load_or_create(data_dir: &Path) -> Result<(DevSecrets, bool), DevSecretsE
                 hmac_secret: crate::random::token(32),
                 api_key: crate::random::token(24),
             };
-            let text = serde_json::to_vec_pretty(&secrets)
-                .map_err(|source| DevSecretsError::Corrupt { path: path.clone(), source })?;
+            let text =
+                serde_json::to_vec_pretty(&secrets).map_err(|source| DevSecretsError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
             write_private(&path, &text).map_err(io_err)?;
             Ok((secrets, true))
         }

@@ -12,7 +12,11 @@ use switchboard::config::{parse_duration, Config, Flags, Mode};
 use switchboard::stream::{now_millis, RawJson};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Self-hosted real-time messaging server")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Self-hosted real-time messaging server"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -65,7 +69,6 @@ struct TokenArgs {
     config: ConfigArgs,
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -86,7 +89,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 /// Loads the layered configuration and fills dev-mode secrets.
@@ -100,7 +106,10 @@ fn load_config(args: &ConfigArgs, announce: bool) -> anyhow::Result<Config> {
     config.validate_production()?;
     if config.mode == Mode::Dev {
         let (secrets, created) = switchboard::devmode::load_or_create(&config.data_dir)?;
-        config.auth.hmac_secret.get_or_insert(secrets.hmac_secret.clone());
+        config
+            .auth
+            .hmac_secret
+            .get_or_insert(secrets.hmac_secret.clone());
         config.auth.api_key.get_or_insert(secrets.api_key.clone());
         if announce {
             let path = switchboard::devmode::secrets_path(&config.data_dir);
@@ -120,7 +129,10 @@ fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     if config.workers > 0 {
         runtime.worker_threads(config.workers);
     }
-    let runtime = runtime.enable_all().build().context("starting the runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let running = switchboard::server::start(config).await?;
         tracing::info!(
@@ -155,18 +167,35 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let ttl = parse_duration(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let exp = (!ttl.is_zero()).then(|| now_millis() / 1000 + ttl.as_secs());
     let token = match args.channel {
-        Some(channel) => mint_hs256(secret, &SubscriptionClaims { sub: args.user, channel, exp })?,
+        Some(channel) => mint_hs256(
+            secret,
+            &SubscriptionClaims {
+                sub: args.user,
+                channel,
+                exp,
+            },
+        )?,
         None => {
             let info = match args.info {
                 Some(text) => Some(RawJson::from_string(text).context("--info must be JSON")?),
                 None => None,
             };
             let channels = args.channels.map(|c| {
-                c.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
+                c.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
             });
             mint_hs256(
                 secret,
-                &ConnectionClaims { sub: args.user, exp, info, channels, channel: None },
+                &ConnectionClaims {
+                    sub: args.user,
+                    exp,
+                    info,
+                    channels,
+                    channel: None,
+                },
             )?
         }
     };

@@ -12,7 +12,9 @@ use crate::codes::{DisconnectCode, ErrorCode};
 use crate::protocol::Command;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+const BUCKETS: [f64; 10] = [
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
 
 #[derive(Debug, Default)]
 struct Histogram {
@@ -77,11 +79,31 @@ impl Metrics {
             let _ = writeln!(out, "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} gauge\nswitchboard_{name} {value}");
         }
         let counters = [
-            ("connections_accepted_total", "Connections that authenticated.", &self.connections_accepted),
-            ("publications_total", "Publications accepted.", &self.publications),
-            ("deliveries_total", "Frames queued to subscribers by fan-out.", &self.deliveries),
-            ("queue_overflows_total", "Connections closed as slow consumers.", &self.queue_overflows),
-            ("api_requests_total", "Server API requests.", &self.api_requests),
+            (
+                "connections_accepted_total",
+                "Connections that authenticated.",
+                &self.connections_accepted,
+            ),
+            (
+                "publications_total",
+                "Publications accepted.",
+                &self.publications,
+            ),
+            (
+                "deliveries_total",
+                "Frames queued to subscribers by fan-out.",
+                &self.deliveries,
+            ),
+            (
+                "queue_overflows_total",
+                "Connections closed as slow consumers.",
+                &self.queue_overflows,
+            ),
+            (
+                "api_requests_total",
+                "Server API requests.",
+                &self.api_requests,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {}", value.load(Relaxed));
@@ -89,11 +111,21 @@ impl Metrics {
         let _ = writeln!(out, "# HELP switchboard_subscriptions Subscriptions on this node.\n# TYPE switchboard_subscriptions gauge\nswitchboard_subscriptions {}", self.subscriptions.load(Relaxed));
         let _ = writeln!(out, "# HELP switchboard_errors_total Error answers by code.\n# TYPE switchboard_errors_total counter");
         for (code, n) in ErrorCode::ALL.iter().zip(&self.errors) {
-            let _ = writeln!(out, "switchboard_errors_total{{code=\"{}\"}} {}", code.code(), n.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "switchboard_errors_total{{code=\"{}\"}} {}",
+                code.code(),
+                n.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP switchboard_disconnects_total Disconnects by code.\n# TYPE switchboard_disconnects_total counter");
         for (code, n) in DisconnectCode::ALL.iter().zip(&self.disconnects) {
-            let _ = writeln!(out, "switchboard_disconnects_total{{code=\"{}\"}} {}", code.code(), n.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "switchboard_disconnects_total{{code=\"{}\"}} {}",
+                code.code(),
+                n.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP switchboard_command_duration_seconds Command handling time.\n# TYPE switchboard_command_duration_seconds histogram");
         for (kind, h) in Command::KINDS.iter().zip(&self.commands) {
@@ -104,8 +136,15 @@ impl Metrics {
             }
             let count = h.count.load(Relaxed);
             let _ = writeln!(out, "switchboard_command_duration_seconds_bucket{{command=\"{kind}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "switchboard_command_duration_seconds_sum{{command=\"{kind}\"}} {}", h.sum_micros.load(Relaxed) as f64 / 1e6);
-            let _ = writeln!(out, "switchboard_command_duration_seconds_count{{command=\"{kind}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "switchboard_command_duration_seconds_sum{{command=\"{kind}\"}} {}",
+                h.sum_micros.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "switchboard_command_duration_seconds_count{{command=\"{kind}\"}} {count}"
+            );
         }
         out
     }
@@ -125,7 +164,9 @@ mod tests {
         assert!(text.contains("switchboard_connections 7"));
         assert!(text.contains("switchboard_publications_total 2"));
         assert!(text.contains("switchboard_errors_total{code=\"103\"} 1"));
-        assert!(text.contains("switchboard_command_duration_seconds_bucket{command=\"publish\",le=\"0.0005\"} 1"));
+        assert!(text.contains(
+            "switchboard_command_duration_seconds_bucket{command=\"publish\",le=\"0.0005\"} 1"
+        ));
         assert!(text.contains("switchboard_command_duration_seconds_count{command=\"publish\"} 1"));
     }
 }

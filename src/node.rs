@@ -46,9 +46,11 @@ struct LocalDelivery {
 impl EventSink for LocalDelivery {
     fn deliver(&self, channel: &str, event: ChannelEvent) {
         let fan_out = match &event {
-            ChannelEvent::Publication { offset, frame, exclude } => {
-                self.hub.publish(channel, *offset, frame, *exclude)
-            }
+            ChannelEvent::Publication {
+                offset,
+                frame,
+                exclude,
+            } => self.hub.publish(channel, *offset, frame, *exclude),
             ChannelEvent::Presence { frame } => self.hub.publish(channel, 0, frame, None),
         };
         self.metrics
@@ -118,7 +120,10 @@ impl Node {
         self.config.namespace(channel.namespace).ok_or_else(|| {
             CommandError::with(
                 ErrorCode::UnknownChannel,
-                format!("namespace `{}` is not configured", channel.namespace.unwrap_or("")),
+                format!(
+                    "namespace `{}` is not configured",
+                    channel.namespace.unwrap_or("")
+                ),
             )
         })
     }
@@ -166,7 +171,11 @@ impl Node {
             idempotency_key,
             limits: limits(ns),
         };
-        let exclude = if ns.exclude_publisher { publisher } else { None };
+        let exclude = if ns.exclude_publisher {
+            publisher
+        } else {
+            None
+        };
         let broker = self.broker.clone();
         let (tx, rx) = oneshot::channel();
         self.history_of(ns).append(
@@ -176,7 +185,11 @@ impl Node {
                     let frame = frames::publication(&channel, epoch, publication);
                     broker.publish(
                         &channel,
-                        ChannelEvent::Publication { offset: publication.offset, frame, exclude },
+                        ChannelEvent::Publication {
+                            offset: publication.offset,
+                            frame,
+                            exclude,
+                        },
                     );
                 }
                 let _ = tx.send(result);
@@ -207,7 +220,8 @@ impl Node {
 
     /// Sends a join or leave push to the channel's subscribers.
     pub fn presence_event(&self, channel: &str, frame: bytes::Bytes) {
-        self.broker.publish(channel, ChannelEvent::Presence { frame });
+        self.broker
+            .publish(channel, ChannelEvent::Presence { frame });
     }
 
     /// Disconnects every connection of `user`; returns how many.

@@ -42,10 +42,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let listen = config.listen;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
     let node = Node::start(config)?;
     crate::http::api::mark_start();
     let app = crate::http::router(node.clone());
@@ -67,7 +71,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             maintained.broker.maintain();
         }
     });
-    Ok(Running { node, addr, stop, task, maintenance })
+    Ok(Running {
+        node,
+        addr,
+        stop,
+        task,
+        maintenance,
+    })
 }
 
 impl Running {
@@ -85,7 +95,9 @@ impl Running {
         match tokio::time::timeout(timeout, self.task).await {
             Ok(Ok(Err(e))) => tracing::error!("server stopped with an error: {e}"),
             Ok(_) => {}
-            Err(_) => tracing::warn!("HTTP connections still open after {timeout:?}; dropping them"),
+            Err(_) => {
+                tracing::warn!("HTTP connections still open after {timeout:?}; dropping them")
+            }
         }
     }
 }

@@ -53,7 +53,7 @@ fn defaults_are_dev_mode_with_builtin_chat() {
     let config = Config::load(&Flags::default(), no_env()).expect("defaults load");
     assert_eq!(config, Config::default());
     assert_eq!(config.mode, Mode::Dev);
-    assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
+    assert_eq!(config.listen.to_string(), "0.0.0.0:8000");
     assert_eq!(config.data_dir, PathBuf::from("./data"));
     assert_eq!(config.workers, 0);
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
@@ -344,13 +344,20 @@ fn env_namespaces_match_file_names_case_insensitively() {
 }
 
 #[test]
-fn env_namespace_replaces_builtin_chat() {
+fn env_namespace_is_added_beside_builtin_chat() {
     let config = Config::load(
         &Flags::default(),
         env(&[("SWITCHBOARD_NAMESPACES_ALERTS_PRIVATE", "true")]),
     )
     .expect("loads");
-    assert_eq!(config.namespaces.keys().collect::<Vec<_>>(), ["alerts"]);
+    assert_eq!(
+        config.namespaces.keys().collect::<Vec<_>>(),
+        ["alerts", "chat"]
+    );
+    assert_eq!(
+        config.namespace(Some("chat")),
+        Some(&NamespaceConfig::builtin_chat())
+    );
     let alerts = config.namespace(Some("alerts")).expect("alerts");
     assert!(alerts.private);
     assert_eq!(
@@ -566,4 +573,24 @@ fn missing_config_file_names_the_path() {
 fn parse_helpers_are_public() {
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
     assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+}
+
+#[test]
+fn env_variable_patches_one_key_of_builtin_chat() {
+    let config = Config::load(
+        &Flags::default(),
+        env(&[("SWITCHBOARD_NAMESPACES_CHAT_HISTORY_SIZE", "500")]),
+    )
+    .expect("loads");
+    let chat = config.namespace(Some("chat")).expect("chat");
+    assert_eq!(chat.history_size, 500);
+    let builtin = NamespaceConfig::builtin_chat();
+    assert_eq!(
+        NamespaceConfig {
+            history_size: builtin.history_size,
+            ..*chat
+        },
+        builtin,
+        "every other key keeps its built-in value"
+    );
 }

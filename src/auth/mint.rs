@@ -4,7 +4,10 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde::Serialize;
 
 /// Signs `claims` with HS256 and `secret`.
-pub fn mint_hs256(secret: &str, claims: &impl Serialize) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint_hs256(
+    secret: &str,
+    claims: &impl Serialize,
+) -> Result<String, jsonwebtoken::errors::Error> {
     encode(
         &Header::default(),
         claims,

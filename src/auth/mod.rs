@@ -72,7 +72,9 @@ pub enum KeyError {
         kind: &'static str,
         source: jsonwebtoken::errors::Error,
     },
-    #[error("no token key configured (auth.hmac_secret, auth.rsa_public_key or auth.ecdsa_public_key)")]
+    #[error(
+        "no token key configured (auth.hmac_secret, auth.rsa_public_key or auth.ecdsa_public_key)"
+    )]
     NoKey,
 }
 
@@ -96,26 +98,28 @@ impl Verifier {
                 source,
             })
         };
-        let rsa = match rsa_pem {
-            Some(path) => Some(DecodingKey::from_rsa_pem(&read(path)?).map_err(|source| {
-                KeyError::Pem {
-                    path: path.display().to_string(),
-                    kind: "RSA",
-                    source,
-                }
-            })?),
-            None => None,
-        };
-        let ecdsa = match ecdsa_pem {
-            Some(path) => Some(DecodingKey::from_ec_pem(&read(path)?).map_err(|source| {
-                KeyError::Pem {
-                    path: path.display().to_string(),
-                    kind: "ECDSA",
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        let rsa =
+            match rsa_pem {
+                Some(path) => Some(DecodingKey::from_rsa_pem(&read(path)?).map_err(|source| {
+                    KeyError::Pem {
+                        path: path.display().to_string(),
+                        kind: "RSA",
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let ecdsa =
+            match ecdsa_pem {
+                Some(path) => Some(DecodingKey::from_ec_pem(&read(path)?).map_err(|source| {
+                    KeyError::Pem {
+                        path: path.display().to_string(),
+                        kind: "ECDSA",
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let hmac = hmac_secret.map(|s| DecodingKey::from_secret(s.as_bytes()));
         if hmac.is_none() && rsa.is_none() && ecdsa.is_none() {
             return Err(KeyError::NoKey);

@@ -18,6 +18,8 @@ use crate::stream::{
 
 const SHARDS: usize = 32;
 
+type Streams = HashMap<Arc<str>, Stream>;
+
 #[derive(Debug)]
 struct Stream {
     epoch: String,
@@ -59,7 +61,7 @@ impl Stream {
 /// Channel streams held in memory, sharded by channel.
 #[derive(Debug)]
 pub struct MemoryHistory {
-    shards: Box<[Mutex<HashMap<Arc<str>, Stream>>]>,
+    shards: Box<[Mutex<Streams>]>,
 }
 
 impl Default for MemoryHistory {
@@ -96,7 +98,7 @@ impl MemoryHistory {
         removed
     }
 
-    fn shard(&self, channel: &str) -> MutexGuard<'_, HashMap<Arc<str>, Stream>> {
+    fn shard(&self, channel: &str) -> MutexGuard<'_, Streams> {
         let hash = channel
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
@@ -133,8 +135,8 @@ impl History for MemoryHistory {
             time: now,
         };
         if let Some(key) = request.idempotency_key {
-            let window = u64::try_from(request.limits.idempotency_window.as_millis())
-                .unwrap_or(u64::MAX);
+            let window =
+                u64::try_from(request.limits.idempotency_window.as_millis()).unwrap_or(u64::MAX);
             stream
                 .keys
                 .insert(key, (stream.top, now.saturating_add(window)));
@@ -193,10 +195,12 @@ fn page(
     };
     match &query.since {
         Some(since) if since.epoch == epoch && since.offset <= top => {
-            let after: Vec<&Publication> =
-                retained.iter().filter(|p| p.offset > since.offset).collect();
-            let complete = since.offset == top
-                || after.first().is_some_and(|p| p.offset == since.offset + 1);
+            let after: Vec<&Publication> = retained
+                .iter()
+                .filter(|p| p.offset > since.offset)
+                .collect();
+            let complete =
+                since.offset == top || after.first().is_some_and(|p| p.offset == since.offset + 1);
             let cut = after.len() > query.limit;
             HistoryPage {
                 position,

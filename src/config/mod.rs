@@ -92,7 +92,7 @@ pub use units::{parse_duration, parse_size};
 /// and flags. [`Config::default`] is the embedded defaults in [`Mode::Dev`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Address the HTTP/WebSocket server binds (default `127.0.0.1:8000`).
+    /// Address the HTTP/WebSocket server binds (default `0.0.0.0:8000`).
     pub listen: SocketAddr,
     /// Directory for durable state (SQLite history); default `./data`.
     pub data_dir: PathBuf,
@@ -260,7 +260,7 @@ pub struct Flags {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8000)),
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8000)),
             data_dir: PathBuf::from("./data"),
             workers: 0,
             shutdown_timeout: Duration::from_secs(10),
@@ -294,6 +294,12 @@ impl Config {
             Some(path) => read_file(path)?,
             None => toml::Table::new(),
         };
+        if !table.contains_key("namespaces") {
+            // No file namespaces: start from the built-in ones, so that
+            // SWITCHBOARD_NAMESPACES_CHAT_* patches `chat` and a variable for
+            // another name adds a namespace beside it.
+            table.insert("namespaces".to_owned(), builtin_namespaces_table());
+        }
         let env_origins = env::apply(&mut table, vars.overrides, file.as_deref())?;
         let walker = build::Walker {
             file: file.as_deref(),
@@ -389,4 +395,38 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_owned(),
     })
+}
+
+/// The built-in `[namespaces]` table (only `chat`, see
+/// [`NamespaceConfig::builtin_chat`]) in TOML form, for layering.
+fn builtin_namespaces_table() -> toml::Value {
+    let chat = NamespaceConfig::builtin_chat();
+    let mut table = toml::Table::new();
+    table.insert(
+        "history_size".into(),
+        toml::Value::Integer(chat.history_size as i64),
+    );
+    table.insert(
+        "history_ttl".into(),
+        toml::Value::String(format!("{}s", chat.history_ttl.as_secs())),
+    );
+    table.insert("persist".into(), toml::Value::Boolean(chat.persist));
+    table.insert("presence".into(), toml::Value::Boolean(chat.presence));
+    table.insert("join_leave".into(), toml::Value::Boolean(chat.join_leave));
+    table.insert(
+        "client_publish".into(),
+        toml::Value::Boolean(chat.client_publish),
+    );
+    table.insert("private".into(), toml::Value::Boolean(chat.private));
+    table.insert(
+        "exclude_publisher".into(),
+        toml::Value::Boolean(chat.exclude_publisher),
+    );
+    table.insert(
+        "idempotency_window".into(),
+        toml::Value::String(format!("{}s", chat.idempotency_window.as_secs())),
+    );
+    let mut namespaces = toml::Table::new();
+    namespaces.insert("chat".into(), toml::Value::Table(table));
+    toml::Value::Table(namespaces)
 }

@@ -157,8 +157,15 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             for channel in &b.channels {
                 let outcome = match node.resolve(channel) {
                     Ok((_, ns)) => {
-                        node.publish(channel, ns, b.data.clone(), None, b.idempotency_key.clone(), None)
-                            .await
+                        node.publish(
+                            channel,
+                            ns,
+                            b.data.clone(),
+                            None,
+                            b.idempotency_key.clone(),
+                            None,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -194,13 +201,18 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             let recovering = b.since.is_some();
             let limit = b.limit.unwrap_or(ns.history_size).min(ns.history_size);
             let page = node
-                .history(&b.channel, ns, crate::stream::HistoryQuery {
-                    since: b.since,
-                    limit,
-                    reverse: b.reverse,
-                })
+                .history(
+                    &b.channel,
+                    ns,
+                    crate::stream::HistoryQuery {
+                        since: b.since,
+                        limit,
+                        reverse: b.reverse,
+                    },
+                )
                 .await?;
-            let mut result = json!({ "position": page.position, "publications": page.publications });
+            let mut result =
+                json!({ "position": page.position, "publications": page.publications });
             if recovering {
                 result["recovered"] = json!(page.recovered);
             }
@@ -232,9 +244,11 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             let known = DisconnectCode::from_code(code);
             let disconnect = Disconnect {
                 code,
-                reason: b
-                    .reason
-                    .unwrap_or_else(|| known.map_or("disconnected by server", |k| k.reason()).to_string()),
+                reason: b.reason.unwrap_or_else(|| {
+                    known
+                        .map_or("disconnected by server", |k| k.reason())
+                        .to_string()
+                }),
                 reconnect: code < 3500,
             };
             let n = node.disconnect_user(&b.user, disconnect);

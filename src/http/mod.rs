@@ -18,7 +18,10 @@ use crate::node::Node;
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.client.max_data_size * 4 + 64 * 1024;
     Router::new()
-        .route("/connection/websocket", any(crate::transport::websocket::upgrade))
+        .route(
+            "/connection/websocket",
+            any(crate::transport::websocket::upgrade),
+        )
         .merge(api::router())
         .merge(ops::router())
         .fallback(|| async { not_found() })

@@ -20,7 +20,10 @@ pub fn router() -> Router<Arc<Node>> {
 /// 200 while the node serves, 503 once it is shutting down.
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if node.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
     } else {
         (StatusCode::OK, Json(json!({"status": "ok"})))
     }
@@ -30,12 +33,27 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let (clients, users) = node.hub.connection_stats();
     let channels = node.hub.channels().len() as u64;
     let text = node.metrics.render(&[
-        ("connections", "Authenticated connections on this node.", clients as u64),
-        ("users", "Distinct users connected to this node.", users as u64),
-        ("channels", "Channels with subscribers on this node.", channels),
+        (
+            "connections",
+            "Authenticated connections on this node.",
+            clients as u64,
+        ),
+        (
+            "users",
+            "Distinct users connected to this node.",
+            users as u64,
+        ),
+        (
+            "channels",
+            "Channels with subscribers on this node.",
+            channels,
+        ),
     ]);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
 }

@@ -247,7 +247,13 @@ mod tests {
         let frame = Bytes::from_static(b"xx");
         hub.publish(&ch, 1, &frame, None);
         let second = hub.publish(&ch, 2, &frame, None);
-        assert_eq!(second, FanOut { delivered: 1, overflowed: 1 });
+        assert_eq!(
+            second,
+            FanOut {
+                delivered: 1,
+                overflowed: 1
+            }
+        );
         assert!(small.is_closed());
         assert_eq!(big.queued_bytes(), 4);
     }

@@ -82,7 +82,10 @@ impl Command {
 /// One parsed frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    Command { id: u64, command: Command },
+    Command {
+        id: u64,
+        command: Command,
+    },
     /// The answer to a server `ping`.
     Pong,
 }
@@ -137,7 +140,10 @@ pub fn parse(text: &str) -> Result<Incoming, Rejected> {
     let Some(id) = id else {
         return Err(reject(None, "field `id` is required for commands"));
     };
-    let fail = |error: CommandError| Rejected { id: Some(id), error };
+    let fail = |error: CommandError| Rejected {
+        id: Some(id),
+        error,
+    };
     let command = match kind.as_str() {
         "connect" => Command::Connect {
             token: required(raw.token, "token").map_err(fail)?,
@@ -168,7 +174,9 @@ pub fn parse(text: &str) -> Result<Incoming, Rejected> {
             channel: required(raw.channel, "channel").map_err(fail)?,
             since: optional(raw.since, "since").map_err(fail)?,
             limit: optional(raw.limit, "limit").map_err(fail)?,
-            reverse: optional(raw.reverse, "reverse").map_err(fail)?.unwrap_or(false),
+            reverse: optional(raw.reverse, "reverse")
+                .map_err(fail)?
+                .unwrap_or(false),
         },
         "refresh" => Command::Refresh {
             token: required(raw.token, "token").map_err(fail)?,
@@ -192,7 +200,10 @@ fn reject(id: Option<u64>, message: &str) -> Rejected {
 }
 
 fn missing(field: &str) -> CommandError {
-    CommandError::with(ErrorCode::BadRequest, format!("field `{field}` is required"))
+    CommandError::with(
+        ErrorCode::BadRequest,
+        format!("field `{field}` is required"),
+    )
 }
 
 fn required<T: serde::de::DeserializeOwned + Expected>(
@@ -245,21 +256,35 @@ mod tests {
 
     #[test]
     fn parses_the_documented_commands() {
-        let c = parse(r#"{"id":2,"type":"subscribe","channel":"chat:1","since":{"offset":17,"epoch":"xk3"}}"#).unwrap();
+        let c = parse(
+            r#"{"id":2,"type":"subscribe","channel":"chat:1","since":{"offset":17,"epoch":"xk3"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             c,
             Incoming::Command {
                 id: 2,
                 command: Command::Subscribe {
                     channel: "chat:1".into(),
-                    since: Some(StreamPosition { offset: 17, epoch: "xk3".into() }),
+                    since: Some(StreamPosition {
+                        offset: 17,
+                        epoch: "xk3".into()
+                    }),
                     token: None
                 }
             }
         );
         let c = parse(r#"{"id":3,"type":"publish","channel":"c","data":{"b":1, "a":[2]},"idempotency_key":"k1"}"#).unwrap();
         match c {
-            Incoming::Command { command: Command::Publish { data, idempotency_key, .. }, .. } => {
+            Incoming::Command {
+                command:
+                    Command::Publish {
+                        data,
+                        idempotency_key,
+                        ..
+                    },
+                ..
+            } => {
                 assert_eq!(data.get(), r#"{"b":1, "a":[2]}"#);
                 assert_eq!(idempotency_key.as_deref(), Some("k1"));
             }
@@ -276,10 +301,22 @@ mod tests {
         assert_eq!(code(r#"{"type":"ping"}"#), (None, 107));
         assert_eq!(code(r#"{"id":4}"#), (Some(4), 107));
         assert_eq!(code(r#"{"id":5,"type":"subscribe"}"#), (Some(5), 107));
-        assert_eq!(code(r#"{"id":6,"type":"subscribe","channel":7}"#), (Some(6), 107));
-        assert_eq!(code(r#"{"id":7,"type":"publish","channel":"c"}"#), (Some(7), 107));
-        assert_eq!(code(r#"{"id":8,"type":"history","channel":"c","limit":"x"}"#), (Some(8), 107));
-        assert_eq!(code(r#"{"id":9,"type":"subscribe","channel":"c","since":{"offset":1}}"#), (Some(9), 107));
+        assert_eq!(
+            code(r#"{"id":6,"type":"subscribe","channel":7}"#),
+            (Some(6), 107)
+        );
+        assert_eq!(
+            code(r#"{"id":7,"type":"publish","channel":"c"}"#),
+            (Some(7), 107)
+        );
+        assert_eq!(
+            code(r#"{"id":8,"type":"history","channel":"c","limit":"x"}"#),
+            (Some(8), 107)
+        );
+        assert_eq!(
+            code(r#"{"id":9,"type":"subscribe","channel":"c","since":{"offset":1}}"#),
+            (Some(9), 107)
+        );
         assert_eq!(code(r#"{"id":10,"type":"dance"}"#), (Some(10), 104));
     }
 

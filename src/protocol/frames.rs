@@ -32,7 +32,14 @@ struct Reply<'a, T: Serialize> {
 struct Empty {}
 
 /// `{"id":…,"type":"connected",…}`.
-pub fn connected(id: u64, client: &str, user: &str, session: &str, ping: u64, expires: Option<u64>) -> Bytes {
+pub fn connected(
+    id: u64,
+    client: &str,
+    user: &str,
+    session: &str,
+    ping: u64,
+    expires: Option<u64>,
+) -> Bytes {
     #[derive(Serialize)]
     struct Body<'a> {
         client: &'a str,
@@ -45,7 +52,13 @@ pub fn connected(id: u64, client: &str, user: &str, session: &str, ping: u64, ex
     encode(&Reply {
         id,
         kind: "connected",
-        body: Body { client, user, session, ping, expires },
+        body: Body {
+            client,
+            user,
+            session,
+            ping,
+            expires,
+        },
     })
 }
 
@@ -76,7 +89,11 @@ pub fn unsubscribed(id: u64, channel: &str) -> Bytes {
     struct Body<'a> {
         channel: &'a str,
     }
-    encode(&Reply { id, kind: "unsubscribed", body: Body { channel } })
+    encode(&Reply {
+        id,
+        kind: "unsubscribed",
+        body: Body { channel },
+    })
 }
 
 /// `{"id":…,"type":"published","position":…}`.
@@ -85,7 +102,11 @@ pub fn published(id: u64, position: &StreamPosition) -> Bytes {
     struct Body<'a> {
         position: &'a StreamPosition,
     }
-    encode(&Reply { id, kind: "published", body: Body { position } })
+    encode(&Reply {
+        id,
+        kind: "published",
+        body: Body { position },
+    })
 }
 
 /// `{"id":…,"type":"presence","clients":{client id: info}}`.
@@ -95,12 +116,20 @@ pub fn presence(id: u64, clients: &[ClientInfo]) -> Bytes {
         clients: BTreeMap<&'a str, &'a ClientInfo>,
     }
     let clients = clients.iter().map(|c| (c.client.as_str(), c)).collect();
-    encode(&Reply { id, kind: "presence", body: Body { clients } })
+    encode(&Reply {
+        id,
+        kind: "presence",
+        body: Body { clients },
+    })
 }
 
 /// `{"id":…,"type":"presence_stats","num_clients":…,"num_users":…}`.
 pub fn presence_stats(id: u64, stats: &PresenceStats) -> Bytes {
-    encode(&Reply { id, kind: "presence_stats", body: stats })
+    encode(&Reply {
+        id,
+        kind: "presence_stats",
+        body: stats,
+    })
 }
 
 /// `{"id":…,"type":"history","position":…,"publications":[…]}`.
@@ -113,7 +142,10 @@ pub fn history(id: u64, page: &HistoryPage) -> Bytes {
     encode(&Reply {
         id,
         kind: "history",
-        body: Body { position: &page.position, publications: &page.publications },
+        body: Body {
+            position: &page.position,
+            publications: &page.publications,
+        },
     })
 }
 
@@ -124,12 +156,20 @@ pub fn refreshed(id: u64, expires: Option<u64>) -> Bytes {
         #[serde(skip_serializing_if = "Option::is_none")]
         expires: Option<u64>,
     }
-    encode(&Reply { id, kind: "refreshed", body: Body { expires } })
+    encode(&Reply {
+        id,
+        kind: "refreshed",
+        body: Body { expires },
+    })
 }
 
 /// `{"id":…,"type":"pong"}`: the answer to a client `ping`.
 pub fn pong(id: u64) -> Bytes {
-    encode(&Reply { id, kind: "pong", body: Empty {} })
+    encode(&Reply {
+        id,
+        kind: "pong",
+        body: Empty {},
+    })
 }
 
 /// `{"id":…,"type":"error","code":…,"message":…}` (no `id` when unknown).
@@ -143,7 +183,12 @@ pub fn error(id: Option<u64>, error: &CommandError) -> Bytes {
         code: u16,
         message: &'a str,
     }
-    encode(&Body { id, kind: "error", code: error.code.code(), message: &error.message })
+    encode(&Body {
+        id,
+        kind: "error",
+        code: error.code.code(),
+        message: &error.message,
+    })
 }
 
 /// The `publication` push, encoded once per publication and shared.
@@ -189,7 +234,11 @@ fn presence_event(kind: &str, channel: &str, info: &ClientInfo) -> Bytes {
         channel: &'a str,
         info: &'a ClientInfo,
     }
-    encode(&Push { kind, channel, info })
+    encode(&Push {
+        kind,
+        channel,
+        info,
+    })
 }
 
 /// The `disconnect` push.
@@ -202,7 +251,12 @@ pub fn disconnect(d: &Disconnect) -> Bytes {
         reason: &'a str,
         reconnect: bool,
     }
-    encode(&Push { kind: "disconnect", code: d.code, reason: &d.reason, reconnect: d.reconnect })
+    encode(&Push {
+        kind: "disconnect",
+        code: d.code,
+        reason: &d.reason,
+        reconnect: d.reconnect,
+    })
 }
 
 #[cfg(test)]
@@ -213,13 +267,23 @@ mod tests {
     #[test]
     fn frames_have_the_documented_shapes() {
         let e = error(Some(3), &CommandError::new(ErrorCode::PermissionDenied));
-        assert_eq!(&e[..], br#"{"id":3,"type":"error","code":103,"message":"permission denied"}"#);
+        assert_eq!(
+            &e[..],
+            br#"{"id":3,"type":"error","code":103,"message":"permission denied"}"#
+        );
         let d = disconnect(&DisconnectCode::TokenExpired.into());
-        assert_eq!(&d[..], br#"{"type":"disconnect","code":3501,"reason":"token expired","reconnect":false}"#);
+        assert_eq!(
+            &d[..],
+            br#"{"type":"disconnect","code":3501,"reason":"token expired","reconnect":false}"#
+        );
         let p = Publication {
             offset: 21,
             data: RawJson::from_string(r#"{"text":"hi"}"#.into()).unwrap(),
-            info: Some(ClientInfo { user: "42".into(), client: "c1".into(), data: None }),
+            info: Some(ClientInfo {
+                user: "42".into(),
+                client: "c1".into(),
+                data: None,
+            }),
             time: 5,
         };
         assert_eq!(
@@ -227,6 +291,9 @@ mod tests {
             &br#"{"type":"publication","channel":"chat:o","offset":21,"epoch":"xk3","data":{"text":"hi"},"info":{"user":"42","client":"c1"},"time":5}"#[..]
         );
         let c = connected(1, "c1", "42", "s", 25, None);
-        assert_eq!(&c[..], br#"{"id":1,"type":"connected","client":"c1","user":"42","session":"s","ping":25}"#);
+        assert_eq!(
+            &c[..],
+            br#"{"id":1,"type":"connected","client":"c1","user":"42","session":"s","ping":25}"#
+        );
     }
 }

@@ -55,9 +55,12 @@ pub async fn upgrade(State(node): State<Arc<Node>>, mut request: Request) -> Res
     }
     let key = match check_handshake(request.headers()) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
-    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
         return (StatusCode::BAD_REQUEST, "connection cannot be upgraded").into_response();
     };
     tokio::spawn(async move {
@@ -77,7 +80,37 @@ pub async fn upgrade(State(node): State<Arc<Node>>, mut request: Request) -> Res
     response
 }
 
-fn check_handshake(headers: &HeaderMap) -> Result<String, Response> {
+/// Why an upgrade request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeError {
+    NotWebSocket,
+    UnsupportedVersion,
+    MissingKey,
+}
+
+impl IntoResponse for HandshakeError {
+    fn into_response(self) -> Response {
+        match self {
+            HandshakeError::NotWebSocket => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "this endpoint speaks WebSocket",
+            )
+                .into_response(),
+            HandshakeError::UnsupportedVersion => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "unsupported WebSocket version",
+            )
+                .into_response(),
+            HandshakeError::MissingKey => {
+                (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response()
+            }
+        }
+    }
+}
+
+fn check_handshake(headers: &HeaderMap) -> Result<String, HandshakeError> {
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -85,27 +118,20 @@ fn check_handshake(headers: &HeaderMap) -> Result<String, Response> {
         })
     };
     if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            "this endpoint speaks WebSocket",
-        )
-            .into_response());
+        return Err(HandshakeError::NotWebSocket);
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::SEC_WEBSOCKET_VERSION, "13")],
-            "unsupported WebSocket version",
-        )
-            .into_response());
+        return Err(HandshakeError::UnsupportedVersion);
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
+    match headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(key) if !key.is_empty() => Ok(key.to_string()),
-        _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response()),
+        _ => Err(HandshakeError::MissingKey),
     }
 }
 
@@ -171,7 +197,7 @@ pub async fn run<S>(node: Arc<Node>, mut io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let cfg = node.config.client.clone();
+    let cfg = node.config.client;
     let outbound = Arc::new(Outbound::new(cfg.queue_max_size));
     let mut client = Some(Box::new(Client::new(node.clone(), outbound.clone())));
     let mut reader = FrameReader::new(Role::Server, cfg.max_data_size + ENVELOPE_ALLOWANCE);
@@ -197,7 +223,9 @@ where
             while let Some(message) = messages.pop_front() {
                 match message {
                     Message::Text(text) => {
-                        let mut c = client.take().expect("client is home when nothing is in flight");
+                        let mut c = client
+                            .take()
+                            .expect("client is home when nothing is in flight");
                         in_flight = Some(Box::pin(async move {
                             // The frame reader validated UTF-8.
                             let text = std::str::from_utf8(&text).unwrap_or_default();
@@ -217,8 +245,16 @@ where
                     Message::Ping(payload) => frame::encode_pong(&payload, &mut control),
                     Message::Pong(_) => {}
                     Message::Close(_) => {
+                        // Nothing after a close frame counts.
                         peer_closed = true;
-                        begin_close(&outbound, DisconnectCode::Normal.into(), false, &mut closing);
+                        messages.clear();
+                        begin_close(
+                            &outbound,
+                            DisconnectCode::Normal.into(),
+                            false,
+                            &mut closing,
+                        );
+                        break;
                     }
                 }
             }
