@@ -157,8 +157,6 @@ pub enum DisconnectCode {
     ConnectTimeout,
     /// 3008: the client read too slowly and its outbound queue overflowed.
     SlowConsumer,
-    /// 3009: an incoming frame was over the size limit.
-    FrameTooLarge,
     /// 3012: no `pong` (or any frame) within the heartbeat timeout.
     NoPong,
     /// 3500: the connection token is invalid (forged, wrong algorithm, malformed).
@@ -170,6 +168,9 @@ pub enum DisconnectCode {
     ProtocolError,
     /// 3503: the application's backend disconnected this user.
     ForceDisconnect,
+    /// 3504: an incoming frame was over the size limit (not retried: the
+    /// same frame would be refused again).
+    FrameTooLarge,
 }
 
 impl DisconnectCode {
@@ -179,12 +180,12 @@ impl DisconnectCode {
         DisconnectCode::ServerError,
         DisconnectCode::ConnectTimeout,
         DisconnectCode::SlowConsumer,
-        DisconnectCode::FrameTooLarge,
         DisconnectCode::NoPong,
         DisconnectCode::InvalidToken,
         DisconnectCode::TokenExpired,
         DisconnectCode::ProtocolError,
         DisconnectCode::ForceDisconnect,
+        DisconnectCode::FrameTooLarge,
     ];
 
     /// The number on the wire (and the WebSocket close code).
@@ -195,12 +196,12 @@ impl DisconnectCode {
             DisconnectCode::ServerError => 3002,
             DisconnectCode::ConnectTimeout => 3003,
             DisconnectCode::SlowConsumer => 3008,
-            DisconnectCode::FrameTooLarge => 3009,
             DisconnectCode::NoPong => 3012,
             DisconnectCode::InvalidToken => 3500,
             DisconnectCode::TokenExpired => 3501,
             DisconnectCode::ProtocolError => 3502,
             DisconnectCode::ForceDisconnect => 3503,
+            DisconnectCode::FrameTooLarge => 3504,
         }
     }
 

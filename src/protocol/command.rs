@@ -122,6 +122,11 @@ struct RawFrame<'a> {
 
 /// Parses one text frame.
 pub fn parse(text: &str) -> Result<Incoming, Rejected> {
+    // A derived struct would also accept an array, filling fields by
+    // position: only an object is a frame.
+    if !text.trim_start().starts_with('{') {
+        return Err(reject(None, "a frame must be a JSON object"));
+    }
     let raw: RawFrame = serde_json::from_str(text).map_err(|e| Rejected {
         id: None,
         error: CommandError::with(ErrorCode::BadRequest, format!("malformed JSON frame: {e}")),

@@ -7,7 +7,7 @@
 //! disk.
 //!
 //! Writes: one dedicated writer thread owns the only write connection. It
-//! takes every queued job (up to [`MAX_BATCH`]), applies them in ONE
+//! takes every queued job (up to `MAX_BATCH`), applies them in ONE
 //! transaction (group commit: one fsync for the whole batch), then calls the
 //! callbacks in queue order, which gives the per-channel offset order the
 //! [`History`] trait requires. If the transaction fails, every append of the
@@ -231,39 +231,32 @@ impl Writer {
 
     /// Applies `batch` in one transaction, then answers every job in order.
     fn commit(&mut self, batch: Vec<Job>) {
-        let now = now_millis();
-        match apply(&mut self.conn, &batch, now) {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for job in batch {
-                    match job {
-                        Job::Append(_, done) => {
-                            let outcome = outcomes.next().unwrap_or_else(|| {
-                                Err(HistoryError::Backend("append outcome missing".into()))
-                            });
-                            call(done, outcome);
-                        }
-                        Job::Ensure(_, reply) | Job::Flush(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Job::Shutdown => {}
-                    }
-                }
-            }
+        let mut outcomes = match apply(&mut self.conn, &batch, now_millis()) {
+            Ok(outcomes) => Ok(outcomes.into_iter()),
             Err(error) => {
                 tracing::error!(%error, jobs = batch.len(), "store batch failed, rolled back");
-                let message = format!("store write failed: {error}");
-                for job in batch {
-                    match job {
-                        Job::Append(_, done) => {
-                            call(done, Err(HistoryError::Backend(message.clone())))
-                        }
-                        Job::Ensure(_, reply) | Job::Flush(reply) => {
-                            let _ = reply.send(Err(HistoryError::Backend(message.clone())));
-                        }
-                        Job::Shutdown => {}
-                    }
+                Err(format!("store write failed: {error}"))
+            }
+        };
+        for job in batch {
+            match (job, &mut outcomes) {
+                (Job::Append(_, done), Ok(outcomes)) => call(
+                    done,
+                    outcomes.next().unwrap_or_else(|| {
+                        Err(HistoryError::Backend("append outcome missing".into()))
+                    }),
+                ),
+                (Job::Append(_, done), Err(message)) => {
+                    call(done, Err(HistoryError::Backend(message.clone())))
                 }
+                (Job::Ensure(_, reply) | Job::Flush(reply), outcomes) => {
+                    let answer = match outcomes {
+                        Ok(_) => Ok(()),
+                        Err(message) => Err(HistoryError::Backend(message.clone())),
+                    };
+                    let _ = reply.send(answer);
+                }
+                (Job::Shutdown, _) => {}
             }
         }
     }
@@ -484,55 +477,36 @@ fn read_page(
         .since
         .as_ref()
         .filter(|since| since.epoch == position.epoch && since.offset <= top);
-    let (publications, recovered) = match recovery {
-        Some(since) => {
-            let missed = top - since.offset;
-            let rows = if limit == 0 {
-                Vec::new()
-            } else {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT \"offset\", data, info, time FROM publications \
-                     WHERE channel = ?1 AND \"offset\" > ?2 AND \"offset\" >= ?3 AND time >= ?4 \
-                     ORDER BY \"offset\" ASC LIMIT ?5",
-                )?;
-                let rows = stmt.query_map(
-                    params![
-                        channel,
-                        clamp_i64(since.offset),
-                        clamp_i64(min_offset),
-                        min_time,
-                        clamp_i64(limit)
-                    ],
-                    publication,
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            // Offsets are unique in (since, top]: `missed` rows = none lost.
-            let recovered = missed <= limit && rows.len() as u64 == missed;
-            (rows, recovered)
-        }
-        None => {
-            let mut rows = if limit == 0 {
-                Vec::new()
-            } else {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT \"offset\", data, info, time FROM publications \
-                     WHERE channel = ?1 AND \"offset\" >= ?2 AND time >= ?3 \
-                     ORDER BY \"offset\" DESC LIMIT ?4",
-                )?;
-                let rows = stmt.query_map(
-                    params![channel, clamp_i64(min_offset), min_time, clamp_i64(limit)],
-                    publication,
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            // `reverse` only applies without `since`.
-            if !(query.reverse && query.since.is_none()) {
-                rows.reverse();
-            }
-            (rows, false)
-        }
+    // A recovery reads forward from `since`; anything else reads the newest.
+    let (after, ascending) = match recovery {
+        Some(since) => (since.offset.max(min_offset - 1), true),
+        None => (min_offset - 1, false),
     };
+    let mut publications = Vec::new();
+    if limit > 0 {
+        let sql = if ascending {
+            "SELECT \"offset\", data, info, time FROM publications \
+             WHERE channel = ?1 AND \"offset\" > ?2 AND time >= ?3 ORDER BY \"offset\" ASC LIMIT ?4"
+        } else {
+            "SELECT \"offset\", data, info, time FROM publications \
+             WHERE channel = ?1 AND \"offset\" > ?2 AND time >= ?3 ORDER BY \"offset\" DESC LIMIT ?4"
+        };
+        let args = params![channel, clamp_i64(after), min_time, clamp_i64(limit)];
+        publications = tx
+            .prepare_cached(sql)?
+            .query_map(args, publication)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    // Read newest first; `reverse` (only without `since`) keeps that order.
+    let newest_first = query.reverse && query.since.is_none();
+    if !(ascending || newest_first) {
+        publications.reverse();
+    }
+    // Offsets are unique in (since, top]: as many rows as missed = none lost.
+    let recovered = recovery.is_some_and(|since| {
+        let missed = top - since.offset;
+        missed <= limit && publications.len() as u64 == missed
+    });
     Ok(Some(HistoryPage {
         position,
         publications,
@@ -696,29 +670,30 @@ mod tests {
     fn dropping_the_last_handle_inside_a_callback_does_not_deadlock() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-        let slot = Arc::new(Mutex::new(Some(store.clone())));
+        let slot = Mutex::new(Some(store.clone()));
         let (go, wait) = mpsc::channel::<()>();
         let (finished, check) = mpsc::channel::<()>();
-        let request = AppendRequest {
-            channel: "c".into(),
-            data: RawJson::from_string("1".into()).unwrap(),
-            info: None,
-            idempotency_key: None,
-            limits: crate::stream::HistoryLimits {
-                size: 10,
-                ttl: Duration::from_secs(60),
-                idempotency_window: Duration::from_secs(60),
-            },
+        let limits = crate::stream::HistoryLimits {
+            size: 10,
+            ttl: Duration::from_secs(60),
+            idempotency_window: Duration::from_secs(60),
         };
-        store.append(
-            request,
-            Box::new(move |outcome| {
-                assert!(outcome.is_ok());
-                wait.recv().unwrap();
-                drop(slot.lock().unwrap().take()); // the last handle
-                finished.send(()).unwrap();
-            }),
-        );
+        let data = RawJson::from_string("1".into()).unwrap();
+        let (channel, info, idempotency_key) = ("c".into(), None, None);
+        let request = AppendRequest {
+            channel,
+            data,
+            info,
+            idempotency_key,
+            limits,
+        };
+        let callback = move |outcome: Result<AppendOutcome, HistoryError>| {
+            assert!(outcome.is_ok());
+            wait.recv().unwrap();
+            drop(slot.lock().unwrap().take()); // the last handle: Drop runs on the writer
+            finished.send(()).unwrap();
+        };
+        store.append(request, Box::new(callback));
         drop(store);
         go.send(()).unwrap();
         check.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard::auth::{mint_hs256, ConnectionClaims};
-use switchboard::config::{Config, Mode};
+use switchboard::config::{AuthConfig, Config, Mode};
 use switchboard::server::Running;
 use switchboard::stream::RawJson;
 use tokio::net::TcpStream;
@@ -29,14 +29,18 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A test configuration: production mode, known secrets, port 0.
 pub fn config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = data_dir.to_path_buf();
-    c.mode = Mode::Production;
-    c.auth.hmac_secret = Some(SECRET.into());
-    c.auth.api_key = Some(API_KEY.into());
-    c.shutdown_timeout = Duration::from_secs(3);
-    c
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        mode: Mode::Production,
+        auth: AuthConfig {
+            hmac_secret: Some(SECRET.into()),
+            api_key: Some(API_KEY.into()),
+            ..AuthConfig::default()
+        },
+        shutdown_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }
 }
 
 /// A node running in this process.

@@ -1,0 +1,200 @@
+//! The server under test: this same binary run as `serve` in a child
+//! process, pinned to one core with `taskset`, configured entirely through
+//! `SWITCHBOARD_*` variables (production mode, a `bench` namespace). The
+//! [`Server`] guard kills it and removes its data directory when dropped, so
+//! an error anywhere in the benchmark never leaves a server behind.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// How long the server may take to answer `/health`.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How the server is started.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The CPU the server is pinned to (`taskset -c`).
+    pub cpu: usize,
+    /// Outbound queue bound per connection, e.g. `8MiB`.
+    pub queue_max_size: String,
+    /// History size of the `bench` namespace (memory only).
+    pub history_size: usize,
+}
+
+/// A running server child process; killed on drop.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its HMAC secret, for minting connection tokens.
+    pub secret: String,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server and waits until `/health` answers 200.
+    pub fn start(opts: &ServerOptions) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("locating the switchboard binary")?;
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let data_dir = std::env::temp_dir().join(format!(
+            "switchboard-bench-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let log_path = data_dir.join("server.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let secret = format!("{}{}", switchboard::ws::client_key(), switchboard::ws::client_key());
+
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(opts.cpu.to_string()).arg(&exe);
+        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]);
+        cmd.arg(&data_dir);
+        // The user's own SWITCHBOARD_* settings (a config file, other
+        // namespaces) must not leak into the measured server.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SWITCHBOARD_") {
+                cmd.env_remove(name);
+            }
+        }
+        let ns = "SWITCHBOARD_NAMESPACES_BENCH_";
+        cmd.env("SWITCHBOARD_LOG", "warn")
+            .env("SWITCHBOARD_WORKERS", "1")
+            .env("SWITCHBOARD_AUTH_HMAC_SECRET", &secret)
+            .env("SWITCHBOARD_AUTH_API_KEY", switchboard::ws::client_key())
+            .env("SWITCHBOARD_CLIENT_QUEUE_MAX_SIZE", &opts.queue_max_size)
+            .env(format!("{ns}CLIENT_PUBLISH"), "true")
+            .env(format!("{ns}HISTORY_SIZE"), opts.history_size.to_string())
+            .env(format!("{ns}PERSIST"), "false")
+            .env(format!("{ns}PRESENCE"), "false")
+            .env(format!("{ns}JOIN_LEAVE"), "false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "`taskset` (util-linux) is needed to pin the server to one core and was not found"
+            ),
+            _ => anyhow::Error::new(e).context("starting the server"),
+        })?;
+        let mut server = Server {
+            child,
+            addr,
+            secret,
+            data_dir,
+        };
+        server.wait_healthy()?;
+        Ok(server)
+    }
+
+    /// The server's process id (taskset execs the binary, so it keeps this pid).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for the server")? {
+                bail!(
+                    "the server exited during start ({status}); its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if matches!(http_get(self.addr, "/health"), Ok((200, _))) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not answer /health within {START_TIMEOUT:?}; its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fails (with the server's log) if the server process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait().context("checking the server")? {
+            bail!("the server died ({status}); its log:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// A gauge or counter from `/metrics`, e.g. `switchboard_connections`.
+    pub fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let (status, body) = http_get(self.addr, "/metrics")?;
+        if status != 200 {
+            bail!("GET /metrics answered {status}");
+        }
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {name} in /metrics"))
+    }
+
+    /// Waits (up to `timeout`) until the server counts at most `n`
+    /// authenticated connections; returns the last count seen.
+    pub fn wait_connections_at_most(&self, n: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.metric("switchboard_connections")? as u64;
+            if now <= n || Instant::now() > deadline {
+                return Ok(now);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the server's log.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr().context("finding a free port")?.port())
+}
+
+/// A minimal blocking `GET` over HTTP/1.1; returns (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad HTTP response to GET {path}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
