@@ -121,8 +121,9 @@ impl AppendOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
     /// Return publications after this position. With a different epoch than
-    /// the stream's, the read is not a recovery (`recovered: false`) and
-    /// returns the retained publications from the start.
+    /// the stream's (or an offset past its top), the read is not a recovery
+    /// (`recovered: false`) and returns the latest `limit` retained
+    /// publications, oldest first.
     pub since: Option<StreamPosition>,
     /// At most this many publications (0 = only the position).
     pub limit: usize,

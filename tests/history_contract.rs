@@ -3,9 +3,9 @@
 //! recovery, ordering).
 //!
 //! The cases in [`cases`] take an `Arc<dyn History>`; [`contract_tests!`]
-//! turns each into a `#[tokio::test]` for one implementation. To run them
-//! against another implementation, add one line at the bottom, e.g.
-//! `contract_tests!(memory, || Fixture::new(Arc::new(MemoryHistory::new())));`.
+//! turns each into a `#[tokio::test]` for one implementation: the SQLite
+//! store and the memory history run all of them; a new implementation (Redis,
+//! PostgreSQL) adds one `contract_tests!` line.
 
 use std::sync::Arc;
 
@@ -248,7 +248,7 @@ pub mod cases {
                 .unwrap()
                 .unwrap();
         }
-        let seen = seen.lock().unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
         assert_eq!(seen.len(), 1000);
         let mut last: HashMap<usize, u64> = HashMap::new();
         for &(channel, offset) in seen.iter() {
@@ -297,7 +297,8 @@ pub mod cases {
         };
         let first = append(&*h, request("x", "1", Some("k"), short)).await;
         tokio::time::sleep(Duration::from_millis(120)).await;
-        let second = append(&*h, request("x", "1", Some("k"), short)).await;
+        // The second publish remembers the key for longer (no timing race below).
+        let second = append(&*h, request("x", "1", Some("k"), limits(10))).await;
         assert_eq!(appended_offset(&first), 1);
         assert_eq!(appended_offset(&second), 2);
         // The renewed key now points at the second publish.
@@ -343,11 +344,11 @@ pub mod cases {
 
     pub async fn ttl_hides_old_publications(h: Arc<dyn History>) {
         let short = HistoryLimits {
-            ttl: Duration::from_millis(100),
+            ttl: Duration::from_millis(300),
             ..limits(10)
         };
         fill(&*h, "t", 2, short).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         let empty = read(&*h, "t", None, 10, false).await;
         assert!(empty.publications.is_empty());
         assert_eq!(empty.position.offset, 2);
@@ -508,6 +509,9 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(sqlite_store, sqlite);
+contract_tests!(memory_history, || Fixture::new(Arc::new(
+    switchboard::broker::MemoryHistory::new()
+)));
 
 /// SQLite only: everything survives dropping the store and reopening it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,4 +579,63 @@ async fn sqlite_append_throughput() {
         "{n} appends in {elapsed:?}: {:.0}/s",
         n as f64 / elapsed.as_secs_f64()
     );
+}
+
+/// SQLite only: what was acknowledged survives `kill -9` of the process.
+/// Re-runs this test binary as a child that appends until it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_appends_survive_kill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sqlite_kill_child", "--ignored", "--nocapture"])
+        .env("SWITCHBOARD_KILL_TEST_DB", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = 0u64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(offset) = line.unwrap().strip_prefix("ack ") {
+            acked = offset.trim().parse().unwrap();
+            if acked >= 300 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no flush
+    child.wait().unwrap();
+    assert!(acked >= 300, "child acknowledged only {acked}");
+    let store = SqliteStore::open(&path).unwrap();
+    let page = support::read(&store, "k", None, 1_000_000, false).await;
+    assert!(page.position.offset >= acked);
+    let expected: Vec<u64> = (1..=page.position.offset).collect();
+    assert_eq!(support::offsets(&page.publications), expected);
+}
+
+/// The child of [`sqlite_acknowledged_appends_survive_kill`] (does nothing alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn sqlite_kill_child() {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("SWITCHBOARD_KILL_TEST_DB") else {
+        return;
+    };
+    let store = Arc::new(SqliteStore::open(std::path::Path::new(&path)).unwrap());
+    loop {
+        // Several appends in flight, so batches hold more than one.
+        for _ in 0..8 {
+            store.append(
+                support::request("k", "{}", None, support::limits(1_000_000)),
+                Box::new(|outcome| {
+                    let offset = outcome.unwrap().position().offset;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "ack {offset}");
+                    let _ = out.flush();
+                }),
+            );
+        }
+        store.flush().await.unwrap();
+    }
 }
