@@ -33,6 +33,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Its HMAC secret, for minting connection tokens.
     pub secret: String,
+    /// The CPU it is pinned to.
+    pub cpu: usize,
     data_dir: PathBuf,
 }
 
@@ -42,16 +44,18 @@ impl Server {
         let exe = std::env::current_exe().context("locating the switchboard binary")?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let data_dir = std::env::temp_dir().join(format!(
-            "switchboard-bench-{}-{port}",
-            std::process::id()
-        ));
+        let data_dir =
+            std::env::temp_dir().join(format!("switchboard-bench-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let log_path = data_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let secret = format!("{}{}", switchboard::ws::client_key(), switchboard::ws::client_key());
+        let secret = format!(
+            "{}{}",
+            switchboard::ws::client_key(),
+            switchboard::ws::client_key()
+        );
 
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(opts.cpu.to_string()).arg(&exe);
@@ -88,6 +92,7 @@ impl Server {
             child,
             addr,
             secret,
+            cpu: opts.cpu,
             data_dir,
         };
         server.wait_healthy()?;
