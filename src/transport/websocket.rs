@@ -27,6 +27,17 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, Instant};
 
+/// What a write of the pending buffer achieved.
+#[derive(Debug, PartialEq, Eq)]
+enum WriteProgress {
+    /// More of the buffer is still to be written.
+    Partial,
+    /// The buffer is fully written (and freed).
+    Done,
+    /// The socket is gone.
+    Failed,
+}
+
 use crate::client::{Client, Flow};
 use crate::codes::{Disconnect, DisconnectCode};
 use crate::hub::{Drained, Outbound};
@@ -216,6 +227,10 @@ where
     let mut last_seen = started;
     let mut next_ping = started + cfg.ping_interval;
     let mut shutdown = node.shutdown_signal();
+    // One timer for the connection's life, moved only when its deadline
+    // changes (registering a new timer on every pass costs a lock).
+    let timer = sleep_until(next_ping);
+    tokio::pin!(timer);
 
     loop {
         // Hand the next text frame to the client once the previous command is done.
@@ -278,6 +293,9 @@ where
             }
         };
 
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         let writing = written < write_buf.len();
         let can_read = !peer_closed && messages.len() < MAX_PENDING_COMMANDS;
         tokio::select! {
@@ -317,6 +335,15 @@ where
                 if write_buf.is_empty() && close_after_write {
                     break;
                 }
+                // Most batches fit the socket buffer: write now rather than
+                // going round the loop for the socket's readiness.
+                if !write_buf.is_empty() {
+                    match try_write_now(&mut io, &mut write_buf, &mut written).await {
+                        WriteProgress::Failed => break,
+                        WriteProgress::Done if close_after_write => break,
+                        WriteProgress::Done | WriteProgress::Partial => {}
+                    }
+                }
             }
             event = io_event(
                 &mut io,
@@ -326,13 +353,10 @@ where
                 match event {
                     Ok(IoEvent::Wrote(0)) | Ok(IoEvent::Eof) | Err(_) => break,
                     Ok(IoEvent::Wrote(n)) => {
-                        written += n;
-                        if written == write_buf.len() {
-                            write_buf = Vec::new();
-                            written = 0;
-                            if close_after_write {
-                                break;
-                            }
+                        if advance(&mut write_buf, &mut written, n) == WriteProgress::Done
+                            && close_after_write
+                        {
+                            break;
                         }
                     }
                     Ok(IoEvent::Read) => last_seen = Instant::now(),
@@ -353,7 +377,7 @@ where
                 // close the ones that never connected here.
                 begin_close(&outbound, DisconnectCode::Shutdown.into(), true, &mut closing);
             }
-            _ = sleep_until(deadline) => {
+            _ = &mut timer => {
                 let now = Instant::now();
                 if closing.is_some_and(|grace| now >= grace) {
                     break;
@@ -411,6 +435,39 @@ fn encode_batch(batch: &VecDeque<Bytes>, control: &[u8], end: Option<&Disconnect
         frame::encode_close(d.code, &reason, &mut buf);
     }
     buf
+}
+
+/// Records `n` written bytes; frees the buffer once all of it is written.
+fn advance(write_buf: &mut Vec<u8>, written: &mut usize, n: usize) -> WriteProgress {
+    *written += n;
+    if *written < write_buf.len() {
+        return WriteProgress::Partial;
+    }
+    *write_buf = Vec::new();
+    *written = 0;
+    WriteProgress::Done
+}
+
+/// One write attempt that does not wait for the socket's readiness.
+async fn try_write_now<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    write_buf: &mut Vec<u8>,
+    written: &mut usize,
+) -> WriteProgress {
+    let attempt = std::future::poll_fn(|cx| {
+        Poll::Ready(
+            match Pin::new(&mut *io).poll_write(cx, &write_buf[*written..]) {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => None,
+            },
+        )
+    })
+    .await;
+    match attempt {
+        None => WriteProgress::Partial,
+        Some(Ok(0)) | Some(Err(_)) => WriteProgress::Failed,
+        Some(Ok(n)) => advance(write_buf, written, n),
+    }
 }
 
 /// Waits for the queue unless `now` says something is already there.
