@@ -134,6 +134,9 @@ fn serve(args: ConfigArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives while the node starts must
+        // still mean a graceful stop.
+        let signals = Signals::install()?;
         let running = switchboard::server::start(config).await?;
         tracing::info!(
             "switchboard {} listening on {} (WebSocket: ws://{}/connection/websocket)",
@@ -141,7 +144,7 @@ fn serve(args: ConfigArgs) -> anyhow::Result<()> {
             running.local_addr(),
             running.local_addr()
         );
-        wait_for_signal().await?;
+        signals.wait().await?;
         tracing::info!("shutting down: telling clients to reconnect and flushing the store");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -149,14 +152,28 @@ fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+/// SIGTERM and SIGINT, listened for from before the node starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        Ok(())
+    }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

@@ -109,6 +109,11 @@ impl Outbound {
         self.lock().closed.is_some()
     }
 
+    /// The disconnect the queue was closed with, if it was.
+    pub fn closed_with(&self) -> Option<Disconnect> {
+        self.lock().closed.clone()
+    }
+
     /// Takes everything queued.
     pub fn drain(&self) -> Drained {
         let mut state = self.lock();

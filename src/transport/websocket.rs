@@ -327,8 +327,7 @@ where
                 };
                 write_buf = encode_batch(&batch, &control, end.as_ref());
                 control = Vec::new();
-                if let Some(d) = end {
-                    node.metrics.disconnect(d.code);
+                if end.is_some() {
                     close_after_write = true;
                     closing.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
                 }
@@ -372,7 +371,8 @@ where
                     }
                 }
             }
-            _ = shutdown.changed() => {
+            // `wait_for` sees a shutdown that began before this task subscribed.
+            _ = stopping(&mut shutdown), if closing.is_none() => {
                 // Node::shutdown closes every authenticated client's queue;
                 // close the ones that never connected here.
                 begin_close(&outbound, DisconnectCode::Shutdown.into(), true, &mut closing);
@@ -397,6 +397,11 @@ where
         }
     }
 
+    // Counted here, whatever path ended the loop (a slow consumer's stuck
+    // write ends by the grace timer, not by a drain).
+    if let Some(d) = outbound.closed_with() {
+        node.metrics.disconnect(d.code);
+    }
     // Let a command still in flight finish so its effects are undone below.
     if let Some(f) = in_flight.take() {
         client = Some(f.await.0);
@@ -435,6 +440,13 @@ fn encode_batch(batch: &VecDeque<Bytes>, control: &[u8], end: Option<&Disconnect
         frame::encode_close(d.code, &reason, &mut buf);
     }
     buf
+}
+
+/// Resolves once the node is shutting down (at once if it already is).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it right here. An
+    // error means the node is gone, which is a shutdown too.
+    let _ = shutdown.wait_for(|&stopping| stopping).await.map(|_| ());
 }
 
 /// Records `n` written bytes; frees the buffer once all of it is written.

@@ -199,8 +199,10 @@ impl Ws {
 
     /// Like `recv` but `Err(())` on timeout instead of panicking.
     pub async fn recv_wire(&mut self, wait: Duration) -> Result<Option<Value>, ()> {
+        // One deadline for the whole wait: answered pings do not extend it.
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = match tokio::time::timeout(wait, self.stream.next()).await {
+            let msg = match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return Err(()),
                 Ok(None) | Ok(Some(Err(_))) => return Ok(None),
                 Ok(Some(Ok(m))) => m,
