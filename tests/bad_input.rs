@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{api_call, token, token_with, unix_now, TestServer, Ws, SECRET, WAIT};
+use common::{
+    api_call, assert_alive, keys, namespace, token, token_with, unix_now, TestServer, Ws, SECRET,
+    WAIT,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard::auth::{mint_hs256, ConnectionClaims, SubscriptionClaims};
-use switchboard::config::{Config, NamespaceConfig};
+use switchboard::config::Config;
 use tokio_tungstenite::tungstenite::Message;
 
 const SILENCE: Duration = Duration::from_millis(200);
@@ -29,17 +32,6 @@ aQIDAQAB
 -----END PUBLIC KEY-----
 ";
 
-/// A memory namespace with history and client publishing, nothing else.
-fn namespace(tweak: impl FnOnce(&mut NamespaceConfig)) -> NamespaceConfig {
-    let mut ns = NamespaceConfig {
-        history_size: 10,
-        client_publish: true,
-        ..NamespaceConfig::default()
-    };
-    tweak(&mut ns);
-    ns
-}
-
 /// A server with `chat` (built in), `feed` (plain), `secret` (private) and
 /// `dm` (for user-limited channels), then `tweak`.
 async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
@@ -51,17 +43,6 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         tweak(c);
     })
     .await
-}
-
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .unwrap_or_else(|| panic!("an object: {v}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
 }
 
 /// Asserts `reply` is `{"id":id,"type":"error","code":code,"message":…}`.
@@ -86,12 +67,6 @@ async fn expect_error(ws: &mut Ws, command: Value, code: u16) -> Value {
     let reply = ws.reply(id).await;
     assert_error(&reply, id, code);
     reply
-}
-
-/// Asserts the connection still answers a client `ping`.
-async fn assert_alive(ws: &mut Ws) {
-    let id = ws.send(json!({"type": "ping"})).await;
-    assert_eq!(ws.reply(id).await, json!({"id": id, "type": "pong"}));
 }
 
 /// A well-behaved client subscribed to `feed:watch`.

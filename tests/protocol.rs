@@ -6,25 +6,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{token, token_with, unix_now, TestServer, Ws, SECRET};
+use common::{assert_alive, keys, namespace, token, token_with, unix_now, TestServer, Ws, SECRET};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchboard::auth::{mint_hs256, SubscriptionClaims};
-use switchboard::config::NamespaceConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 const SILENCE: Duration = Duration::from_millis(200);
-
-/// A memory namespace with history and client publishing, nothing else.
-fn namespace(tweak: impl FnOnce(&mut NamespaceConfig)) -> NamespaceConfig {
-    let mut ns = NamespaceConfig {
-        history_size: 100,
-        client_publish: true,
-        ..NamespaceConfig::default()
-    };
-    tweak(&mut ns);
-    ns
-}
 
 /// A server with the built-in `chat` namespace plus `feed` (history and
 /// client publishing, no presence, no join/leave) and whatever `tweak` adds.
@@ -54,24 +42,6 @@ async fn push_from(ws: &mut Ws, kind: &str, user: &str) -> Value {
             return v;
         }
     }
-}
-
-/// The sorted keys of a JSON object.
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
-}
-
-/// Asserts the connection answers a client `ping`.
-async fn assert_alive(ws: &mut Ws) {
-    let id = ws.send(json!({"type": "ping"})).await;
-    assert_eq!(ws.reply(id).await, json!({"id": id, "type": "pong"}));
 }
 
 // ---------------------------------------------------------------- connect

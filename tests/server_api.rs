@@ -5,22 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{api_call, TestServer, Ws, API_KEY};
+use common::{api_call, assert_alive, keys, namespace, TestServer, Ws, API_KEY};
 use serde_json::{json, Value};
-use switchboard::config::{Config, NamespaceConfig};
+use switchboard::config::Config;
 
 const SILENCE: Duration = Duration::from_millis(200);
-
-/// A memory namespace with history and client publishing, nothing else.
-fn namespace(tweak: impl FnOnce(&mut NamespaceConfig)) -> NamespaceConfig {
-    let mut ns = NamespaceConfig {
-        history_size: 100,
-        client_publish: true,
-        ..NamespaceConfig::default()
-    };
-    tweak(&mut ns);
-    ns
-}
 
 /// A server with the built-in `chat` namespace plus `feed` (history, no
 /// presence, no join/leave) and whatever `tweak` changes.
@@ -57,22 +46,6 @@ fn assert_api_error(answer: &(u16, Value), status: u16, code: u16) {
         !body["error"]["message"].as_str().unwrap().is_empty(),
         "{body}"
     );
-}
-
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .unwrap_or_else(|| panic!("an object: {v}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
-}
-
-async fn assert_alive(ws: &mut Ws) {
-    let id = ws.send(json!({"type": "ping"})).await;
-    assert_eq!(ws.reply(id).await, json!({"id": id, "type": "pong"}));
 }
 
 // ---------------------------------------------------------------- publish

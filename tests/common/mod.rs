@@ -420,3 +420,34 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A memory namespace with history (100) and client publishing, nothing else.
+pub fn namespace(
+    tweak: impl FnOnce(&mut switchboard::config::NamespaceConfig),
+) -> switchboard::config::NamespaceConfig {
+    let mut ns = switchboard::config::NamespaceConfig {
+        history_size: 100,
+        client_publish: true,
+        ..Default::default()
+    };
+    tweak(&mut ns);
+    ns
+}
+
+/// The sorted keys of a JSON object (to assert a frame's exact shape).
+pub fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+/// Asserts the connection is up: a client `ping` gets its `pong`.
+pub async fn assert_alive(ws: &mut Ws) {
+    let id = ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.reply(id).await, json!({"id": id, "type": "pong"}));
+}
