@@ -1,19 +1,19 @@
 //! One benchmark client connection: TCP, the WebSocket handshake, and the
-//! native protocol's `connect` and `subscribe` commands, using Switchboard's
-//! own RFC 6455 codec (masked client frames, [`FrameReader`] in the client
-//! role). Setup is not on the hot path, so replies are parsed as JSON here;
-//! the steady-state read loops live in `subscriber.rs` and `publisher.rs`.
+//! setup commands (log in, subscribe) of either protocol (see
+//! [`super::protocol`]), using Switchboard's own RFC 6455 codec (masked
+//! client frames, [`FrameReader`] in the client role). The steady-state read
+//! loops live in `subscriber.rs` and `publisher.rs`.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use serde_json::Value;
 use switchboard::ws::{self, FrameReader, Message, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::protocol::{contains, Endpoint, Kind, Protocol};
 
 /// Largest message a benchmark client accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -28,12 +28,15 @@ pub struct Conn {
     pub reader: FrameReader,
     /// Messages decoded during setup but not consumed yet.
     pub early: VecDeque<Message>,
+    /// The protocol spoken.
+    pub protocol: Protocol,
     next_id: u64,
 }
 
 impl Conn {
     /// Opens TCP and completes the WebSocket handshake.
-    pub async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub async fn open(endpoint: &Endpoint) -> anyhow::Result<Conn> {
+        let addr = endpoint.addr;
         let stream = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr))
             .await
             .context("TCP connect timed out")?
@@ -43,19 +46,22 @@ impl Conn {
             stream,
             reader: FrameReader::new(Role::Client, MAX_MESSAGE),
             early: VecDeque::new(),
+            protocol: endpoint.protocol,
             next_id: 1,
         };
-        tokio::time::timeout(STEP_TIMEOUT, conn.handshake(addr))
+        tokio::time::timeout(STEP_TIMEOUT, conn.handshake(endpoint))
             .await
             .context("WebSocket handshake timed out")??;
         Ok(conn)
     }
 
-    async fn handshake(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+    async fn handshake(&mut self, endpoint: &Endpoint) -> anyhow::Result<()> {
         let key = ws::client_key();
         let request = format!(
-            "GET /connection/websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.protocol.path(),
+            endpoint.addr
         );
         self.stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::with_capacity(256);
@@ -111,102 +117,128 @@ impl Conn {
             .context("writing a frame")
     }
 
-    /// The next decoded message.
-    async fn next_message(&mut self) -> anyhow::Result<Message> {
+    /// The next text message, answering heartbeats on the way.
+    async fn next_text(&mut self) -> anyhow::Result<Bytes> {
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(m) = self.early.pop_front() {
-                return Ok(m);
-            }
-            let n = self.stream.read(&mut chunk).await.context("reading")?;
-            if n == 0 {
-                bail!("server closed the connection");
-            }
-            self.absorb(&chunk[..n])?;
-        }
-    }
-
-    /// Sends a command (`{"id":…,` prepended to `body`) and returns its reply,
-    /// failing on an `error` reply. Pushes received meanwhile are dropped
-    /// (nothing is published during setup).
-    pub async fn command(&mut self, body: &str) -> anyhow::Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let text = format!("{{\"id\":{id},{body}");
-        self.send_text(text.as_bytes()).await?;
-        tokio::time::timeout(STEP_TIMEOUT, self.reply_to(id))
-            .await
-            .with_context(|| format!("no reply to {text} within {STEP_TIMEOUT:?}"))?
-    }
-
-    async fn reply_to(&mut self, id: u64) -> anyhow::Result<Value> {
-        loop {
-            let text: Bytes = match self.next_message().await? {
-                Message::Text(t) => t,
+            let Some(m) = self.early.pop_front() else {
+                let n = self.stream.read(&mut chunk).await.context("reading")?;
+                if n == 0 {
+                    bail!("server closed the connection");
+                }
+                self.absorb(&chunk[..n])?;
+                continue;
+            };
+            match m {
+                Message::Text(t) if self.protocol.classify(&t) == Kind::Ping => {
+                    let pong = self.protocol.pong();
+                    self.send_text(pong).await?;
+                }
+                Message::Text(t) if self.protocol.classify(&t) == Kind::Disconnect => {
+                    bail!("server disconnected us: {}", String::from_utf8_lossy(&t))
+                }
+                Message::Text(t) => return Ok(t),
                 Message::Ping(p) => {
                     let mut pong = Vec::new();
                     ws::encode_client_pong(&p, &mut pong);
                     self.stream.write_all(&pong).await?;
-                    continue;
                 }
                 Message::Close(c) => bail!("server closed the WebSocket: {c:?}"),
-                _ => continue,
-            };
-            let value: Value = serde_json::from_slice(&text).context("server sent invalid JSON")?;
-            if value["type"] == "disconnect" {
-                bail!("server disconnected us: {value}");
+                _ => {}
             }
-            if value["id"].as_u64() != Some(id) {
-                continue;
-            }
-            if value["type"] == "error" {
-                bail!("server answered with an error: {value}");
-            }
-            return Ok(value);
         }
     }
 
-    /// Authenticates with `token`.
-    pub async fn connect(&mut self, token: &str) -> anyhow::Result<()> {
-        let reply = self
-            .command(&format!("\"type\":\"connect\",\"token\":\"{token}\"}}"))
-            .await?;
-        if reply["type"] != "connected" {
-            bail!("unexpected reply to connect: {reply}");
+    /// The first text message starting with `prefix` (others are dropped:
+    /// nothing is published during setup), within [`STEP_TIMEOUT`].
+    async fn expect(&mut self, prefix: &[u8], what: &str) -> anyhow::Result<Bytes> {
+        let wait = async {
+            loop {
+                let t = self.next_text().await?;
+                if t.starts_with(prefix) {
+                    return Ok::<_, anyhow::Error>(t);
+                }
+            }
+        };
+        tokio::time::timeout(STEP_TIMEOUT, wait)
+            .await
+            .with_context(|| format!("no {what} within {STEP_TIMEOUT:?}"))?
+    }
+
+    /// Sends a command built by `build(id)` and returns its reply, failing
+    /// on an error reply.
+    async fn command(&mut self, build: impl FnOnce(u64) -> String) -> anyhow::Result<Bytes> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = build(id);
+        self.send_text(text.as_bytes()).await?;
+        let protocol = self.protocol;
+        let wait = async {
+            loop {
+                let t = self.next_text().await?;
+                if protocol.reply_id(&t) != Some(id) {
+                    continue;
+                }
+                if protocol.classify(&t) != (Kind::Reply { ok: true }) {
+                    bail!(
+                        "server answered with an error: {}",
+                        String::from_utf8_lossy(&t)
+                    );
+                }
+                return Ok(t);
+            }
+        };
+        tokio::time::timeout(STEP_TIMEOUT, wait)
+            .await
+            .with_context(|| format!("no reply to {text} within {STEP_TIMEOUT:?}"))?
+    }
+
+    /// Starts the session: Switchboard's `connect` with `token`; Socket.IO's
+    /// open packet, then joining the main namespace.
+    pub async fn login(&mut self, token: &str) -> anyhow::Result<()> {
+        match self.protocol {
+            Protocol::Switchboard => {
+                let reply = self
+                    .command(|id| format!(r#"{{"id":{id},"type":"connect","token":"{token}"}}"#))
+                    .await?;
+                if !contains(&reply, br#""type":"connected""#) {
+                    bail!(
+                        "unexpected reply to connect: {}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+            }
+            Protocol::SocketIo => {
+                self.expect(b"0{", "Engine.IO open packet").await?;
+                self.send_text(b"40").await?;
+                self.expect(b"40", "Socket.IO namespace connect").await?;
+            }
         }
         Ok(())
     }
 
     /// Subscribes to `channel` (a name without characters needing escapes).
     pub async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
-        let reply = self
-            .command(&format!(
-                "\"type\":\"subscribe\",\"channel\":\"{channel}\"}}"
-            ))
-            .await?;
-        if reply["type"] != "subscribed" {
-            bail!("unexpected reply to subscribe: {reply}");
+        let protocol = self.protocol;
+        let reply = self.command(|id| protocol.subscribe(id, channel)).await?;
+        if protocol == Protocol::Switchboard && !contains(&reply, br#""type":"subscribed""#) {
+            bail!(
+                "unexpected reply to subscribe: {}",
+                String::from_utf8_lossy(&reply)
+            );
         }
         Ok(())
     }
 }
 
-/// Opens a connection, authenticates it and subscribes it to `channel`.
-pub async fn open_subscriber(addr: SocketAddr, token: &str, channel: &str) -> anyhow::Result<Conn> {
-    let mut conn = Conn::open(addr).await?;
-    conn.connect(token).await?;
+/// Opens a connection, logs it in and subscribes it to `channel`.
+pub async fn open_subscriber(
+    endpoint: &Endpoint,
+    token: &str,
+    channel: &str,
+) -> anyhow::Result<Conn> {
+    let mut conn = Conn::open(endpoint).await?;
+    conn.login(token).await?;
     conn.subscribe(channel).await?;
     Ok(conn)
-}
-
-/// A connection token for `user` (no expiry) signed with the server's secret.
-pub fn token(secret: &str, user: &str) -> anyhow::Result<String> {
-    let claims = switchboard::auth::ConnectionClaims {
-        sub: user.to_owned(),
-        exp: None,
-        info: None,
-        channels: None,
-        channel: None,
-    };
-    switchboard::auth::mint_hs256(secret, &claims).context("minting a token")
 }

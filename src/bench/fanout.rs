@@ -23,7 +23,6 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use super::conn::token;
 use super::procfs::CpuMeter;
 use super::publisher::{padding_data, spawn_saturating, Saturation};
 use super::report::{Figure, Target};
@@ -72,8 +71,8 @@ async fn run_one(
 ) -> anyhow::Result<(Vec<Figure>, Value)> {
     let progress = Arc::new(Notify::new());
     let spec = FleetSpec {
-        addr: server.addr,
-        token: token(&server.secret, "bench-sub")?.into(),
+        endpoint: server.endpoint(),
+        token: server.endpoint().token("bench-sub")?,
         channels: Channels::Shared("bench:fanout".to_owned()),
         mode: Mode::Count,
         concurrency: p.concurrency,
@@ -94,8 +93,8 @@ async fn run_one(
     };
     let data = padding_data(p.payload_bytes);
     let publishing = spawn_saturating(
-        server.addr,
-        token(&server.secret, "bench-pub")?,
+        server.endpoint(),
+        server.endpoint().token("bench-pub")?.to_string(),
         "bench:fanout".to_owned(),
         data,
         cfg,
@@ -184,6 +183,16 @@ async fn run_one(
             cpu.client_steal * 100.0,
             "%",
         ),
+        fig(
+            "server core used by other processes",
+            cpu.server_core_others * 100.0,
+            "%",
+        ),
+        fig(
+            "client core used by other processes",
+            cpu.client_core_others * 100.0,
+            "%",
+        ),
     ];
     eprintln!(
         "fanout {s}: {deliveries:.0} deliveries/s, {publications:.0} publications/s, \
@@ -205,7 +214,7 @@ async fn run_one(
              {short} short, {ended} disconnected: {reasons:?}"
         );
     }
-    if let Some(w) = cpu.steal_warning() {
+    if let Some(w) = cpu.interference_warning() {
         eprintln!("fanout {s}: {w}");
     }
     let details = json!({

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::conn::token;
 use super::procfs::CpuMeter;
-use super::publisher::{find, Publisher};
+use super::protocol::number_after;
+use super::publisher::Publisher;
 use super::report::{Figure, Target};
 use super::server::Server;
 use super::subscriber::{wait_all_received, Channels, Fleet, FleetSpec, Mode};
@@ -89,19 +89,6 @@ impl Recorder {
     }
 }
 
-/// The decimal number right after the first `key` in `frame`.
-fn number_after(frame: &[u8], key: &[u8]) -> Option<u64> {
-    let start = find(frame, key)? + key.len();
-    let digits = frame[start..].iter().take_while(|b| b.is_ascii_digit());
-    let mut n: u64 = 0;
-    let mut any = false;
-    for d in digits {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        any = true;
-    }
-    any.then_some(n)
-}
-
 /// Nearest-rank percentile of sorted `v` (0 when empty).
 pub fn percentile(v: &[u64], p: f64) -> u64 {
     if v.is_empty() {
@@ -125,8 +112,8 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
     let count = (p.rate * p.secs).round().max(1.0) as u64;
     let recorder = Arc::new(Recorder::new(count as usize));
     let spec = FleetSpec {
-        addr: server.addr,
-        token: token(&server.secret, "bench-sub")?.into(),
+        endpoint: server.endpoint(),
+        token: server.endpoint().token("bench-sub")?,
         channels: Channels::Shared("bench:latency".to_owned()),
         mode: Mode::Latency(recorder.clone()),
         concurrency: p.concurrency,
@@ -135,12 +122,9 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
     eprintln!("latency: opening {} subscribers…", p.subscribers);
     let mut fleet = Fleet::new();
     fleet.add(&spec, p.subscribers).await?;
-    let mut publisher = Publisher::open(
-        server.addr,
-        &token(&server.secret, "bench-pub")?,
-        "bench:latency",
-    )
-    .await?;
+    let endpoint = server.endpoint();
+    let mut publisher =
+        Publisher::open(&endpoint, &endpoint.token("bench-pub")?, "bench:latency").await?;
     eprintln!(
         "latency: publishing {count} messages at {} msg/s to {} subscribers…",
         p.rate, p.subscribers
@@ -230,8 +214,18 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
             cpu.client_steal * 100.0,
             "%",
         ),
+        fig(
+            "server core used by other processes",
+            cpu.server_core_others * 100.0,
+            "%",
+        ),
+        fig(
+            "client core used by other processes",
+            cpu.client_core_others * 100.0,
+            "%",
+        ),
     ];
-    if let Some(w) = cpu.steal_warning() {
+    if let Some(w) = cpu.interference_warning() {
         eprintln!("latency: {w}");
     }
     let details = json!({

@@ -1,8 +1,8 @@
 //! Scenario `memory`: server RSS per idle WebSocket connection.
 //!
 //! Opens connections in steps (1,000, then 9,000 more up to 10,000, by
-//! default) on one server. Each connection authenticates, subscribes to a
-//! channel of its own (`bench:idle-<i>`) and then idles: no traffic but the
+//! default) on one server. Each connection logs in, subscribes to a
+//! channel (room) of its own (`bench:idle-<i>`) and then idles: no traffic but the
 //! 25 s heartbeat. After each step the server is left alone to settle and its
 //! `VmRSS` is read from `/proc/<pid>/status`. The figure is the slope between
 //! the first and the last step, which cancels the fixed cost of the process:
@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use super::conn::token;
 use super::procfs::rss_kib;
 use super::report::{Figure, Target};
 use super::server::Server;
@@ -36,8 +35,8 @@ pub async fn run(server: &mut Server, p: &MemoryParams) -> anyhow::Result<(Vec<F
         bail!("--memory-steps needs at least two increasing, non-zero counts (e.g. 1000,10000)");
     }
     let spec = FleetSpec {
-        addr: server.addr,
-        token: token(&server.secret, "bench-idle")?.into(),
+        endpoint: server.endpoint(),
+        token: server.endpoint().token("bench-idle")?,
         channels: Channels::PerConnection("bench:idle-".to_owned()),
         mode: Mode::Count,
         concurrency: p.concurrency,
@@ -54,7 +53,7 @@ pub async fn run(server: &mut Server, p: &MemoryParams) -> anyhow::Result<(Vec<F
         fleet.add(&spec, more).await?;
         tokio::time::sleep(p.settle).await;
         server.check_alive()?;
-        let counted = server.metric("switchboard_connections")? as usize;
+        let counted = server.connections()? as usize;
         if counted != n {
             bail!("the server counts {counted} connections, expected {n}");
         }
@@ -71,16 +70,21 @@ pub async fn run(server: &mut Server, p: &MemoryParams) -> anyhow::Result<(Vec<F
     let (n0, rss0) = points[0];
     let (n1, rss1) = points[points.len() - 1];
     let slope = (rss1 as f64 - rss0 as f64) / (n1 - n0) as f64;
-    let mut figures: Vec<Figure> = points
-        .iter()
-        .map(|&(n, rss)| {
+    let baseline_figure = Figure::new(
+        "memory: server RSS, no connection".to_owned(),
+        baseline as f64 / 1024.0,
+        "MiB",
+        None,
+    );
+    let mut figures: Vec<Figure> = std::iter::once(baseline_figure)
+        .chain(points.iter().map(|&(n, rss)| {
             Figure::new(
                 format!("memory: server RSS at {n} idle connections"),
                 rss as f64 / 1024.0,
                 "MiB",
                 None,
             )
-        })
+        }))
         .collect();
     figures.push(Figure::new(
         format!("memory: RSS per idle connection ({n0} -> {n1})"),

@@ -6,20 +6,29 @@
 //! `taskset` to one CPU (`--server-cpu`, default 0) with one worker thread;
 //! the clients run in this process on a single-threaded runtime, meant to be
 //! pinned to another CPU (`taskset -c 1 switchboard bench`). Each scenario
-//! gets a fresh server. Results are printed as a table with targets and,
-//! with `--json`, written with the machine's facts and the exact command.
+//! gets a fresh server. `--peer socketio` measures a Socket.IO server on
+//! Node instead, pinned the same way, with the same clients speaking its
+//! protocol; `--peer all` measures both, one after the other for each
+//! scenario, and prints them side by side. Results are printed as a table
+//! with targets and, with `--json`, written with the machine's facts and the
+//! exact command.
 //!
 //! - [`procfs`]: RSS, CPU time, limits and machine facts from `/proc`;
-//! - [`server`]: the server child process and its guard;
+//! - [`peer`], [`server`]: the servers under test, their child process and
+//!   its guard;
+//! - [`protocol`]: the wire protocols (Switchboard's, Socket.IO's);
 //! - [`conn`], [`subscriber`], [`publisher`]: the benchmark's clients;
 //! - [`memory`], [`fanout`], [`latency`]: the scenarios;
-//! - [`report`]: the table and the JSON file.
+//! - [`report`], [`compare`]: the tables and the JSON file.
 
+mod compare;
 mod conn;
 mod fanout;
 mod latency;
 mod memory;
+mod peer;
 mod procfs;
+mod protocol;
 mod publisher;
 mod report;
 mod server;
@@ -28,9 +37,10 @@ mod subscriber;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 
+use peer::{Peer, PeerChoice, SocketIoPeer};
 use report::Figure;
 use server::{Server, ServerOptions};
 
@@ -58,6 +68,14 @@ pub struct BenchArgs {
     /// Scenarios to run (comma-separated or repeated); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenario: Vec<Scenario>,
+    /// The server to measure: Switchboard, the Socket.IO peer
+    /// (bench/peers/socketio, needs `node`), or both side by side.
+    #[arg(long, value_enum, default_value = "switchboard")]
+    peer: PeerChoice,
+    /// The Socket.IO peer's folder (default: bench/peers/socketio under the
+    /// current directory, else under the source tree of this build).
+    #[arg(long)]
+    socketio_dir: Option<PathBuf>,
     /// Also write the results, machine facts and command as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -132,8 +150,19 @@ impl BenchArgs {
     }
 }
 
+/// What a run measured, per server.
+#[derive(Default)]
+struct Outcome {
+    figures: Vec<(Peer, Figure)>,
+    /// Per server key, per scenario: the scenario's details.
+    scenarios: Map<String, Value>,
+    /// Scenarios that failed: server, scenario, error.
+    failures: Vec<Value>,
+}
+
 /// Runs the benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let peers = args.peer.peers();
     let limit = procfs::check_open_files(args.max_connections() + FD_MARGIN)?;
     let affinity = procfs::own_affinity();
     if procfs::affinity_includes(&affinity, args.server_cpu) {
@@ -143,100 +172,164 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.server_cpu
         );
     }
+    let socketio = match peers.contains(&Peer::SocketIo) {
+        true => Some(SocketIoPeer::prepare(args.socketio_dir.as_deref())?),
+        false => None,
+    };
+    let opts = ServerOptions {
+        cpu: args.server_cpu,
+        queue_max_size: args.queue_max_size.clone(),
+        history_size: args.history_size,
+        socketio,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the benchmark runtime")?;
     let machine = procfs::machine_facts();
-    let mut figures: Vec<Figure> = Vec::new();
-    let mut scenarios = Map::new();
-    let outcome = runtime.block_on(run_scenarios(&args, &mut figures, &mut scenarios));
+    let mut out = Outcome::default();
+    runtime.block_on(run_scenarios(&args, &opts, &peers, &mut out));
 
-    println!("\n{}", report::table(&figures));
-    if let Err(e) = &outcome {
-        println!("\nthe benchmark stopped early: {e:#}");
+    if let [only] = peers[..] {
+        let figures: Vec<Figure> = out.figures.iter().map(|(_, f)| f.clone()).collect();
+        println!("\n{}:\n{}", only.name(), report::table(&figures));
+    } else {
+        println!("\n{}", compare::table(&peers, &out.figures));
+    }
+    eprintln!(
+        "bench: load average at start {}, at end {}",
+        machine["loadavg_at_start"].as_str().unwrap_or_default(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    for f in &out.failures {
+        println!(
+            "\n{} {} scenario failed: {}",
+            f["peer"].as_str().unwrap_or_default(),
+            f["scenario"].as_str().unwrap_or_default(),
+            f["error"].as_str().unwrap_or_default()
+        );
     }
     if let Some(path) = &args.json {
-        let results = json!({
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
-            "version": env!("CARGO_PKG_VERSION"),
-            "machine": machine,
-            "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-            "setup": {
-                "server_cpu": args.server_cpu,
-                "server_workers": 1,
-                "client_affinity": affinity,
-                "client_runtime": "tokio current_thread",
-                "open_files_limit": limit,
+        let mut setup = json!({
+            "server_cpu": args.server_cpu,
+            "client_affinity": affinity,
+            "client_runtime": "tokio current_thread",
+            "open_files_limit": limit,
+            "switchboard": {
+                "workers": 1,
                 "queue_max_size": args.queue_max_size,
                 "bench_namespace_history_size": args.history_size,
             },
-            "figures": figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
-            "scenarios": scenarios,
-            "completed": outcome.is_ok(),
+        });
+        if let Some(sio) = &opts.socketio {
+            setup["socketio"] = sio.to_json(args.server_cpu);
+        }
+        let results = json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "version": env!("CARGO_PKG_VERSION"),
+            "peers": peers.iter().map(|p| p.key()).collect::<Vec<_>>(),
+            "machine": machine,
+            "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+            "setup": setup,
+            "figures": out.figures.iter().map(|(p, f)| {
+                let mut v = f.to_json();
+                v["peer"] = json!(p.key());
+                v
+            }).collect::<Vec<_>>(),
+            "comparison": (peers.len() > 1).then(|| compare::to_json(&peers, &out.figures)),
+            "scenarios": out.scenarios,
+            "failures": out.failures,
+            "completed": out.failures.is_empty(),
         });
         report::write_json(path, &results)?;
         println!("\nresults written to {}", path.display());
     }
-    outcome
-}
-
-async fn run_scenarios(
-    args: &BenchArgs,
-    figures: &mut Vec<Figure>,
-    scenarios: &mut Map<String, Value>,
-) -> anyhow::Result<()> {
-    let opts = ServerOptions {
-        cpu: args.server_cpu,
-        queue_max_size: args.queue_max_size.clone(),
-        history_size: args.history_size,
-    };
-    let concurrency = args.connect_concurrency;
-    if args.wants(Scenario::Memory) {
-        let params = memory::MemoryParams {
-            steps: args.memory_steps.clone(),
-            settle: Duration::from_millis(args.settle_ms),
-            concurrency,
-        };
-        let mut server = Server::start(&opts)?;
-        let (mut f, details) = memory::run(&mut server, &params)
-            .await
-            .context("memory scenario")?;
-        figures.append(&mut f);
-        scenarios.insert("memory".into(), details);
-    }
-    if args.wants(Scenario::Fanout) {
-        let params = fanout::FanoutParams {
-            subscribers: args.fanout_subscribers.clone(),
-            warmup: Duration::from_secs_f64(args.fanout_warmup_secs.max(0.0)),
-            window: Duration::from_secs_f64(args.fanout_secs.max(0.1)),
-            in_flight: args.in_flight,
-            max_lag: args.max_lag,
-            payload_bytes: args.payload_bytes,
-            concurrency,
-        };
-        let mut server = Server::start(&opts)?;
-        let (mut f, details) = fanout::run(&mut server, &params)
-            .await
-            .context("fanout scenario")?;
-        figures.append(&mut f);
-        scenarios.insert("fanout".into(), details);
-    }
-    if args.wants(Scenario::Latency) {
-        let params = latency::LatencyParams {
-            subscribers: args.latency_subscribers,
-            rate: args.latency_rate,
-            secs: args.latency_secs,
-            payload_bytes: args.payload_bytes,
-            concurrency,
-        };
-        let mut server = Server::start(&opts)?;
-        let (mut f, details) = latency::run(&server, &params)
-            .await
-            .context("latency scenario")?;
-        server.check_alive()?;
-        figures.append(&mut f);
-        scenarios.insert("latency".into(), details);
+    if !out.failures.is_empty() {
+        bail!("{} scenario run(s) failed (see above)", out.failures.len());
     }
     Ok(())
+}
+
+/// Runs every selected scenario on every selected server, one server after
+/// the other for each scenario, so that both see the machine in the same
+/// state as far as possible. A failure is recorded and the run goes on.
+async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], out: &mut Outcome) {
+    let scenarios = [Scenario::Memory, Scenario::Fanout, Scenario::Latency];
+    for scenario in scenarios.into_iter().filter(|&s| args.wants(s)) {
+        let name = format!("{scenario:?}").to_lowercase();
+        for &peer in peers {
+            if peers.len() > 1 {
+                eprintln!("== {name}: {} ==", peer.name());
+            }
+            let result = match Server::start(peer, opts) {
+                Ok(mut server) => run_one(args, scenario, &mut server).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((mut figures, details)) => {
+                    out.figures.extend(figures.drain(..).map(|f| (peer, f)));
+                    let entry = out.scenarios.entry(peer.key()).or_insert_with(|| json!({}));
+                    entry[&name] = details;
+                }
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    eprintln!("bench: {name} scenario on {} failed: {error}", peer.name());
+                    out.failures
+                        .push(json!({ "peer": peer.key(), "scenario": name, "error": error }));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `scenario` on a fresh `server`.
+async fn run_one(
+    args: &BenchArgs,
+    scenario: Scenario,
+    server: &mut Server,
+) -> anyhow::Result<(Vec<Figure>, Value)> {
+    let concurrency = args.connect_concurrency;
+    match scenario {
+        Scenario::Memory => {
+            let params = memory::MemoryParams {
+                steps: args.memory_steps.clone(),
+                settle: Duration::from_millis(args.settle_ms),
+                concurrency,
+            };
+            memory::run(server, &params)
+                .await
+                .context("memory scenario")
+        }
+        Scenario::Fanout => {
+            let params = fanout::FanoutParams {
+                subscribers: args.fanout_subscribers.clone(),
+                warmup: Duration::from_secs_f64(args.fanout_warmup_secs.max(0.0)),
+                window: Duration::from_secs_f64(args.fanout_secs.max(0.1)),
+                in_flight: args.in_flight,
+                max_lag: args.max_lag,
+                payload_bytes: args.payload_bytes,
+                concurrency,
+            };
+            fanout::run(server, &params)
+                .await
+                .context("fanout scenario")
+        }
+        Scenario::All => bail!("`all` is not one scenario"),
+        Scenario::Latency => {
+            let params = latency::LatencyParams {
+                subscribers: args.latency_subscribers,
+                rate: args.latency_rate,
+                secs: args.latency_secs,
+                payload_bytes: args.payload_bytes,
+                concurrency,
+            };
+            let result = latency::run(server, &params)
+                .await
+                .context("latency scenario")?;
+            server.check_alive()?;
+            Ok(result)
+        }
+    }
 }

@@ -60,8 +60,20 @@ pub fn clock_ticks_per_sec() -> u64 {
         .unwrap_or(100)
 }
 
-/// Per-CPU (total, steal) clock ticks from `/proc/stat`, by CPU number.
-fn cpu_stat() -> Vec<(u64, u64)> {
+/// Clock ticks of one CPU, from `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuTicks {
+    total: u64,
+    /// Time in processes (user, nice, system). Not irq and softirq: without
+    /// `CONFIG_IRQ_TIME_ACCOUNTING` a tick landing in the softirq that a
+    /// process's own sends and receives run is counted there, not charged
+    /// to the process, so those columns are the benchmark's own traffic.
+    busy: u64,
+    steal: u64,
+}
+
+/// Per-CPU clock ticks from `/proc/stat`, by CPU number.
+fn cpu_stat() -> Vec<CpuTicks> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let mut cpus = Vec::new();
     for line in stat.lines() {
@@ -79,12 +91,15 @@ fn cpu_stat() -> Vec<(u64, u64)> {
         let ticks: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
         // user nice system idle iowait irq softirq steal guest guest_nice;
         // guest time is already counted in user.
-        let total = ticks.iter().take(8).sum();
-        let steal = ticks.get(7).copied().unwrap_or(0);
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
         if cpus.len() <= n {
-            cpus.resize(n + 1, (0, 0));
+            cpus.resize(n + 1, CpuTicks::default());
         }
-        cpus[n] = (total, steal);
+        cpus[n] = CpuTicks {
+            total: ticks.iter().take(8).sum(),
+            busy: at(0) + at(1) + at(2),
+            steal: at(7),
+        };
     }
     cpus
 }
@@ -98,7 +113,7 @@ pub struct CpuMeter {
     client_cpu: Option<usize>,
     server_start: u64,
     own_start: u64,
-    cpus_start: Vec<(u64, u64)>,
+    cpus_start: Vec<CpuTicks>,
     started: Instant,
 }
 
@@ -120,6 +135,12 @@ pub struct CpuUse {
     pub server_steal: f64,
     /// Steal of the client's CPU (the worst CPU when not pinned to one).
     pub client_steal: f64,
+    /// Share of the server's core used by other processes (neither the
+    /// server nor this benchmark): builds and tests running meanwhile.
+    pub server_core_others: f64,
+    /// Share of the client's core used by processes other than this one
+    /// (0 when this process is not pinned to one core).
+    pub client_core_others: f64,
 }
 
 impl CpuUse {
@@ -150,18 +171,28 @@ impl CpuUse {
         }
     }
 
-    /// A warning when the hypervisor took more than 5% of either core: a
-    /// stolen core runs nothing, so latency spikes and rates drop.
-    pub fn steal_warning(&self) -> Option<String> {
-        let worst = self.server_steal.max(self.client_steal);
-        (worst > 0.05).then(|| {
-            format!(
+    /// A warning when the hypervisor or other processes took more than 5%
+    /// of either core: a stolen core runs nothing and a shared one runs
+    /// something else, so latency spikes and rates drop.
+    pub fn interference_warning(&self) -> Option<String> {
+        let mut warnings = Vec::new();
+        if self.server_steal.max(self.client_steal) > 0.05 {
+            warnings.push(format!(
                 "WARNING: the hypervisor stole {:.0}% of the server's core and {:.0}% of the \
                  client's: figures are noisy (see /proc/stat, column steal)",
                 self.server_steal * 100.0,
                 self.client_steal * 100.0
-            )
-        })
+            ));
+        }
+        if self.server_core_others.max(self.client_core_others) > 0.05 {
+            warnings.push(format!(
+                "WARNING: other processes used {:.0}% of the server's core and {:.0}% of the \
+                 client's: figures are noisy (something else runs on this machine)",
+                self.server_core_others * 100.0,
+                self.client_core_others * 100.0
+            ));
+        }
+        (!warnings.is_empty()).then(|| warnings.join("; "))
     }
 
     /// JSON form.
@@ -176,6 +207,8 @@ impl CpuUse {
             "steal_server_core": self.server_steal,
             "steal_client_core": self.client_steal,
             "steal_by_cpu": self.steal,
+            "server_core_used_by_other_processes": self.server_core_others,
+            "client_core_used_by_other_processes": self.client_core_others,
             "bottleneck": self.verdict(),
         })
     }
@@ -203,11 +236,27 @@ impl CpuMeter {
         let tps = clock_ticks_per_sec() as f64;
         let server = cpu_ticks(Some(self.server_pid))?.saturating_sub(self.server_start);
         let own = cpu_ticks(None)?.saturating_sub(self.own_start);
-        let steal = self.steal();
+        let now = cpu_stat();
+        let steal: Vec<f64> = self
+            .cpus_start
+            .iter()
+            .zip(&now)
+            .map(|(a, b)| b.steal.saturating_sub(a.steal) as f64 / span(a, b))
+            .collect();
         let worst = steal.iter().copied().fold(0.0, f64::max);
+        let (server_frac, client_frac) = (server as f64 / tps / secs, own as f64 / tps / secs);
+        // What ran on a core besides the process pinned to it.
+        let others = |cpu: Option<usize>, own_share: f64| -> f64 {
+            let Some((a, b)) = cpu.and_then(|c| Some((self.cpus_start.get(c)?, now.get(c)?)))
+            else {
+                return 0.0;
+            };
+            let used = b.busy.saturating_sub(a.busy) as f64 / span(a, b);
+            (used - own_share).max(0.0)
+        };
         Ok(CpuUse {
-            server: server as f64 / tps / secs,
-            client: own as f64 / tps / secs,
+            server: server_frac,
+            client: client_frac,
             server_secs: server as f64 / tps,
             client_secs: own as f64 / tps,
             server_steal: steal.get(self.server_cpu).copied().unwrap_or(0.0),
@@ -215,22 +264,16 @@ impl CpuMeter {
                 .client_cpu
                 .and_then(|c| steal.get(c).copied())
                 .unwrap_or(worst),
+            server_core_others: others(Some(self.server_cpu), server_frac),
+            client_core_others: others(self.client_cpu, client_frac),
             steal,
         })
     }
+}
 
-    /// Steal fraction of every CPU since the start.
-    fn steal(&self) -> Vec<f64> {
-        let now = cpu_stat();
-        self.cpus_start
-            .iter()
-            .zip(&now)
-            .map(|(a, b)| {
-                let total = b.0.saturating_sub(a.0).max(1);
-                b.1.saturating_sub(a.1) as f64 / total as f64
-            })
-            .collect()
-    }
+/// Ticks that passed on a CPU between two readings (at least 1).
+fn span(a: &CpuTicks, b: &CpuTicks) -> f64 {
+    b.total.saturating_sub(a.total).max(1) as f64
 }
 
 /// Fails unless this process may open `needed` files (`RLIMIT_NOFILE`, read

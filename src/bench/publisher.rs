@@ -2,11 +2,9 @@
 //! publishes in flight (and never runs more than a bounded number of
 //! publications ahead of its slowest probe subscriber, so server queues stay
 //! bounded and the figure is a sustainable rate), and a fixed-rate one for
-//! the latency scenario. Acknowledgements (`published`) are recognised by a
-//! byte search, not parsed.
+//! the latency scenario. Acknowledgements (Switchboard's `published`,
+//! Socket.IO's `43N[…]`) are recognised by their first bytes, not parsed.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use super::conn::Conn;
+use super::protocol::{Endpoint, Kind};
 use super::subscriber::SubStat;
 
 /// How long the last acknowledgements may take once publishing stopped.
@@ -52,10 +51,14 @@ pub struct Saturation {
 }
 
 impl Publisher {
-    /// Opens and authenticates a publisher connection for `channel`.
-    pub async fn open(addr: SocketAddr, token: &str, channel: &str) -> anyhow::Result<Publisher> {
-        let mut conn = Conn::open(addr).await?;
-        conn.connect(token).await?;
+    /// Opens and logs in a publisher connection for `channel`.
+    pub async fn open(
+        endpoint: &Endpoint,
+        token: &str,
+        channel: &str,
+    ) -> anyhow::Result<Publisher> {
+        let mut conn = Conn::open(endpoint).await?;
+        conn.login(token).await?;
         Ok(Publisher {
             conn,
             channel: channel.to_owned(),
@@ -70,13 +73,8 @@ impl Publisher {
     /// Appends one `publish` frame with `data` (raw JSON) to the write buffer.
     fn queue(&mut self, data: &str) {
         self.sent += 1;
-        self.text.clear();
-        // Writing into a String cannot fail.
-        let _ = write!(
-            self.text,
-            "{{\"id\":{},\"type\":\"publish\",\"channel\":\"{}\",\"data\":{data}}}",
-            self.sent, self.channel
-        );
+        let protocol = self.conn.protocol;
+        protocol.publish(self.sent, &self.channel, data, &mut self.text);
         ws::encode_client_text(self.text.as_bytes(), &mut self.wbuf);
     }
 
@@ -114,21 +112,17 @@ impl Publisher {
             true
         });
         fed.context("server broke WebSocket framing")?;
+        let protocol = self.conn.protocol;
         for m in early.drain(..) {
             match m {
-                Message::Text(t) if t.starts_with(b"{\"id\":") => {
-                    if contains(&t, br#""type":"published""#) {
-                        acks += 1;
-                    } else {
+                Message::Text(t) => match protocol.classify(&t) {
+                    Kind::Reply { ok: true } => acks += 1,
+                    Kind::Reply { ok: false } | Kind::Disconnect => {
                         failure.get_or_insert_with(|| String::from_utf8_lossy(&t).into_owned());
                     }
-                }
-                Message::Text(t) if t[..] == *br#"{"type":"ping"}"# => {
-                    ws::encode_client_text(br#"{"type":"pong"}"#, &mut pong)
-                }
-                Message::Text(t) if t.starts_with(br#"{"type":"disconnect""#) => {
-                    failure.get_or_insert_with(|| String::from_utf8_lossy(&t).into_owned());
-                }
+                    Kind::Ping => ws::encode_client_text(protocol.pong(), &mut pong),
+                    Kind::Publication | Kind::Other => {}
+                },
                 Message::Ping(p) => ws::encode_client_pong(&p, &mut pong),
                 Message::Close(c) => bail!("the server closed the publisher: {c:?}"),
                 _ => {}
@@ -223,7 +217,7 @@ impl Publisher {
 /// woken. Returns the number of publications once `cfg.stop` is set and all
 /// are acknowledged.
 pub fn spawn_saturating(
-    addr: SocketAddr,
+    endpoint: Endpoint,
     token: String,
     channel: String,
     data: String,
@@ -236,7 +230,7 @@ pub fn spawn_saturating(
             .build()
             .context("starting the publisher's runtime")?;
         runtime.block_on(async {
-            let mut publisher = Publisher::open(addr, &token, &channel).await?;
+            let mut publisher = Publisher::open(&endpoint, &token, &channel).await?;
             publisher.saturate(&data, &cfg).await?;
             Ok(publisher.sent)
         })
@@ -252,19 +246,6 @@ pub fn spawn_saturating(
         eprintln!("bench: cannot start the publisher thread: {e}");
     }
     result
-}
-
-/// Whether `needle` occurs in `haystack`.
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
-}
-
-/// Position of the first `needle` in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A JSON object of about `bytes` bytes: `{"p":"xxxx…"}`.

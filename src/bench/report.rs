@@ -23,7 +23,8 @@ impl Target {
         }
     }
 
-    fn describe(self, unit: &str) -> String {
+    /// `>= 500,000 /s` or `<= 4.00 KiB`.
+    pub fn describe(self, unit: &str) -> String {
         match self {
             Target::AtLeast(t) => format!(">= {} {unit}", human(t)),
             Target::AtMost(t) => format!("<= {} {unit}", human(t)),

@@ -1,16 +1,22 @@
-//! The server under test: this same binary run as `serve` in a child
-//! process, pinned to one core with `taskset`, configured entirely through
-//! `SWITCHBOARD_*` variables (production mode, a `bench` namespace). The
-//! [`Server`] guard kills it and removes its data directory when dropped, so
-//! an error anywhere in the benchmark never leaves a server behind.
+//! The server under test, a child process pinned to one core with
+//! `taskset`: either this same binary run as `serve`, configured entirely
+//! through `SWITCHBOARD_*` variables (production mode, a `bench` namespace),
+//! or a peer server (see [`super::peer`]). Both answer `GET /health` and
+//! count their clients in `GET /metrics`. The [`Server`] guard kills it and
+//! removes its data directory when dropped, so an error anywhere in the
+//! benchmark never leaves a server behind.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+use super::peer::{Peer, SocketIoPeer};
+use super::protocol::Endpoint;
 
 /// How long the server may take to answer `/health`.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -24,6 +30,8 @@ pub struct ServerOptions {
     pub queue_max_size: String,
     /// History size of the `bench` namespace (memory only).
     pub history_size: usize,
+    /// The Socket.IO peer, when it is to be measured.
+    pub socketio: Option<SocketIoPeer>,
 }
 
 /// A running server child process; killed on drop.
@@ -31,17 +39,18 @@ pub struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its HMAC secret, for minting connection tokens.
-    pub secret: String,
+    /// Which server it is.
+    pub peer: Peer,
+    /// Its HMAC secret, for minting connection tokens (Switchboard only).
+    secret: Option<Arc<str>>,
     /// The CPU it is pinned to.
     pub cpu: usize,
     data_dir: PathBuf,
 }
 
 impl Server {
-    /// Starts the server and waits until `/health` answers 200.
-    pub fn start(opts: &ServerOptions) -> anyhow::Result<Server> {
-        let exe = std::env::current_exe().context("locating the switchboard binary")?;
+    /// Starts `peer` and waits until `/health` answers 200.
+    pub fn start(peer: Peer, opts: &ServerOptions) -> anyhow::Result<Server> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data_dir =
@@ -51,52 +60,54 @@ impl Server {
         let log_path = data_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let secret = format!(
-            "{}{}",
-            switchboard::ws::client_key(),
-            switchboard::ws::client_key()
-        );
-
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(opts.cpu.to_string()).arg(&exe);
-        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]);
-        cmd.arg(&data_dir);
-        // The user's own SWITCHBOARD_* settings (a config file, other
-        // namespaces) must not leak into the measured server.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SWITCHBOARD_") {
-                cmd.env_remove(name);
+        let (mut cmd, secret) = match peer {
+            Peer::Switchboard => {
+                let secret = format!(
+                    "{}{}",
+                    switchboard::ws::client_key(),
+                    switchboard::ws::client_key()
+                );
+                (
+                    switchboard_command(opts, addr, &data_dir, &secret)?,
+                    Some(secret.into()),
+                )
             }
-        }
-        let ns = "SWITCHBOARD_NAMESPACES_BENCH_";
-        cmd.env("SWITCHBOARD_LOG", "warn")
-            .env("SWITCHBOARD_WORKERS", "1")
-            .env("SWITCHBOARD_AUTH_HMAC_SECRET", &secret)
-            .env("SWITCHBOARD_AUTH_API_KEY", switchboard::ws::client_key())
-            .env("SWITCHBOARD_CLIENT_QUEUE_MAX_SIZE", &opts.queue_max_size)
-            .env(format!("{ns}CLIENT_PUBLISH"), "true")
-            .env(format!("{ns}HISTORY_SIZE"), opts.history_size.to_string())
-            .env(format!("{ns}PERSIST"), "false")
-            .env(format!("{ns}PRESENCE"), "false")
-            .env(format!("{ns}JOIN_LEAVE"), "false")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            Peer::SocketIo => {
+                let setup = opts
+                    .socketio
+                    .as_ref()
+                    .context("the Socket.IO peer was not prepared")?;
+                (setup.command(opts.cpu, port), None)
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log);
         let child = cmd.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => anyhow::anyhow!(
                 "`taskset` (util-linux) is needed to pin the server to one core and was not found"
             ),
-            _ => anyhow::Error::new(e).context("starting the server"),
+            _ => anyhow::Error::new(e).context(format!("starting {}", peer.name())),
         })?;
         let mut server = Server {
             child,
             addr,
+            peer,
             secret,
             cpu: opts.cpu,
             data_dir,
         };
         server.wait_healthy()?;
         Ok(server)
+    }
+
+    /// Where and how clients connect.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr,
+            protocol: self.peer.protocol(),
+            secret: self.secret.clone(),
+        }
     }
 
     /// The server's process id (taskset execs the binary, so it keeps this pid).
@@ -146,12 +157,17 @@ impl Server {
             .with_context(|| format!("no {name} in /metrics"))
     }
 
+    /// The logged-in connections the server counts.
+    pub fn connections(&self) -> anyhow::Result<u64> {
+        Ok(self.metric(self.peer.connections_metric())? as u64)
+    }
+
     /// Waits (up to `timeout`) until the server counts at most `n`
-    /// authenticated connections; returns the last count seen.
+    /// logged-in connections; returns the last count seen.
     pub fn wait_connections_at_most(&self, n: u64, timeout: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
         loop {
-            let now = self.metric("switchboard_connections")? as u64;
+            let now = self.connections()?;
             if now <= n || Instant::now() > deadline {
                 return Ok(now);
             }
@@ -173,6 +189,39 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// `taskset -c <cpu> switchboard serve …` with the benchmark's settings.
+fn switchboard_command(
+    opts: &ServerOptions,
+    addr: SocketAddr,
+    data_dir: &std::path::Path,
+    secret: &str,
+) -> anyhow::Result<Command> {
+    let exe = std::env::current_exe().context("locating the switchboard binary")?;
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(opts.cpu.to_string()).arg(&exe);
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]);
+    cmd.arg(data_dir);
+    // The user's own SWITCHBOARD_* settings (a config file, other
+    // namespaces) must not leak into the measured server.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SWITCHBOARD_") {
+            cmd.env_remove(name);
+        }
+    }
+    let ns = "SWITCHBOARD_NAMESPACES_BENCH_";
+    cmd.env("SWITCHBOARD_LOG", "warn")
+        .env("SWITCHBOARD_WORKERS", "1")
+        .env("SWITCHBOARD_AUTH_HMAC_SECRET", secret)
+        .env("SWITCHBOARD_AUTH_API_KEY", switchboard::ws::client_key())
+        .env("SWITCHBOARD_CLIENT_QUEUE_MAX_SIZE", &opts.queue_max_size)
+        .env(format!("{ns}CLIENT_PUBLISH"), "true")
+        .env(format!("{ns}HISTORY_SIZE"), opts.history_size.to_string())
+        .env(format!("{ns}PERSIST"), "false")
+        .env(format!("{ns}PRESENCE"), "false")
+        .env(format!("{ns}JOIN_LEAVE"), "false");
+    Ok(cmd)
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -5,14 +5,14 @@
 //! measured: every task reads into one shared 64 KiB buffer (the runtime is
 //! single-threaded, so a thread-local is enough), [`FrameReader`] decodes in
 //! place, and a publication is recognised by its first bytes
-//! (`{"type":"publication"`), never parsed as JSON. Counts go to an atomic
+//! (`{"type":"publication"` or Socket.IO's `42["publication"`, see
+//! [`super::protocol`]), never parsed as JSON. Counts go to an atomic
 //! once per read, not per frame. Only the latency scenario looks inside a
 //! frame, and only for its `"t":` timestamp (see [`super::latency`]).
 //!
 //! [`FrameReader`]: switchboard::ws::FrameReader
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -25,14 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::conn::{open_subscriber, Conn};
 use super::latency::Recorder;
-
-/// How every publication push starts (the server writes `type` first).
-pub const PUBLICATION: &[u8] = br#"{"type":"publication""#;
-/// The server's heartbeat and our answer.
-const PING: &[u8] = br#"{"type":"ping"}"#;
-const PONG: &[u8] = br#"{"type":"pong"}"#;
-/// How a `disconnect` push starts.
-const DISCONNECT: &[u8] = br#"{"type":"disconnect""#;
+use super::protocol::{Endpoint, Kind, Protocol};
 
 thread_local! {
     /// The read buffer shared by every connection task of this thread.
@@ -85,9 +78,10 @@ pub enum Mode {
 /// How a fleet's connections are opened.
 #[derive(Clone)]
 pub struct FleetSpec {
-    /// The server.
-    pub addr: SocketAddr,
-    /// Connection token (all subscribers share one user).
+    /// The server and its protocol.
+    pub endpoint: Endpoint,
+    /// Connection token (all subscribers share one user; empty for a
+    /// server without authentication).
     pub token: Arc<str>,
     /// Channel plan.
     pub channels: Channels,
@@ -134,7 +128,7 @@ impl Fleet {
                 let opened = {
                     // The semaphore is never closed, so acquire cannot fail.
                     let _permit = gate.acquire().await;
-                    open_subscriber(spec.addr, &spec.token, &channel).await
+                    open_subscriber(&spec.endpoint, &spec.token, &channel).await
                 };
                 match opened {
                     Ok(conn) => {
@@ -197,7 +191,12 @@ impl Drop for Fleet {
 
 /// Reads until the connection ends, counting publications into `stat`.
 async fn read_loop(mut conn: Conn, stat: &SubStat, mode: &Mode, progress: Option<&Notify>) {
-    let mut state = LoopState::default();
+    let mut state = LoopState {
+        protocol: conn.protocol,
+        publications: 0,
+        disconnect: None,
+        done: None,
+    };
     let mut outgoing = Vec::new();
     while let Some(m) = conn.early.pop_front() {
         state.on_message(m, mode, 0, &mut outgoing);
@@ -249,8 +248,9 @@ async fn read_loop(mut conn: Conn, stat: &SubStat, mode: &Mode, progress: Option
 }
 
 /// Per-connection state of [`read_loop`].
-#[derive(Default)]
 struct LoopState {
+    /// How frames are recognised.
+    protocol: Protocol,
     /// Publications counted since the last flush to the shared counter.
     publications: u64,
     /// The `disconnect` push, if one came.
@@ -262,17 +262,20 @@ struct LoopState {
 impl LoopState {
     fn on_message(&mut self, m: Message, mode: &Mode, now_ns: u64, outgoing: &mut Vec<u8>) {
         match m {
-            Message::Text(t) if t.starts_with(PUBLICATION) => {
-                self.publications += 1;
-                if let Mode::Latency(rec) = mode {
-                    rec.record(&t, now_ns);
+            Message::Text(t) => match self.protocol.classify(&t) {
+                Kind::Publication => {
+                    self.publications += 1;
+                    if let Mode::Latency(rec) = mode {
+                        rec.record(&t, now_ns);
+                    }
                 }
-            }
-            Message::Text(t) if t[..] == *PING => ws::encode_client_text(PONG, outgoing),
-            Message::Text(t) if t.starts_with(DISCONNECT) => {
-                self.disconnect = Some(String::from_utf8_lossy(&t).into_owned());
-            }
-            Message::Text(_) | Message::Binary(_) | Message::Pong(_) => {}
+                Kind::Ping => ws::encode_client_text(self.protocol.pong(), outgoing),
+                Kind::Disconnect => {
+                    self.disconnect = Some(String::from_utf8_lossy(&t).into_owned());
+                }
+                Kind::Reply { .. } | Kind::Other => {}
+            },
+            Message::Binary(_) | Message::Pong(_) => {}
             Message::Ping(p) => ws::encode_client_pong(&p, outgoing),
             Message::Close(c) => self.done = Some(format!("close frame {c:?}")),
         }
