@@ -77,8 +77,6 @@ pub struct Client {
     id_str: Arc<str>,
     outbound: Arc<Outbound>,
     identity: Option<Identity>,
-    /// Opaque resume token handed out in `connected`.
-    session: Option<String>,
     subscriptions: HashMap<Arc<str>, Subscription>,
 }
 
@@ -92,14 +90,8 @@ impl Client {
             id_str: format!("{id:016x}").into(),
             outbound,
             identity: None,
-            session: None,
             subscriptions: HashMap::new(),
         }
-    }
-
-    /// The client id as sent to clients.
-    pub fn id(&self) -> &str {
-        &self.id_str
     }
 
     /// Whether `connect` succeeded.
@@ -213,8 +205,7 @@ impl Client {
                 Ok(Some(frames::published(id, &position)))
             }
             Command::Presence { channel } => {
-                let ns = self.readable(&channel, |ns| ns.presence)?;
-                let _ = ns;
+                self.readable(&channel, |ns| ns.presence)?;
                 let clients = self.node.presence.get(&channel).await.map_err(|e| {
                     tracing::error!("presence: {e}");
                     CommandError::new(ErrorCode::Internal)
@@ -276,6 +267,8 @@ impl Client {
             channels: claims.channels.unwrap_or_default(),
             expires: claims.exp,
         });
+        // The resume token of the `connected` reply; sessions that outlive
+        // a transport (SSE, long-polling) are keyed by it.
         let session = crate::random::token(16);
         self.node.hub.add_connection(Connection {
             client: self.id,
@@ -284,9 +277,7 @@ impl Client {
         });
         self.node.metrics.connections_accepted.fetch_add(1, Relaxed);
         let ping = self.node.config.client.ping_interval.as_secs().max(1);
-        let reply = frames::connected(id, &self.id_str, &user, &session, ping, claims.exp);
-        self.session = Some(session);
-        Ok(reply)
+        Ok(frames::connected(id, &self.id_str, &user, &session, ping, claims.exp))
     }
 
     fn refresh(&mut self, id: u64, token: &str) -> Result<Bytes, Failure> {

@@ -74,6 +74,8 @@ pub struct Node {
     pub presence: Arc<dyn Presence>,
     pub verifier: Verifier,
     pub metrics: Arc<Metrics>,
+    /// When the node started (for `/api/info`).
+    pub started: std::time::Instant,
     /// High bits of every client id minted here (random per start).
     client_prefix: u64,
     next_client: AtomicU64,
@@ -104,6 +106,7 @@ impl Node {
             presence: Arc::new(MemoryPresence::new()),
             verifier,
             metrics,
+            started: std::time::Instant::now(),
             client_prefix: (crate::random::u64() & 0xFFFFF) << 40,
             next_client: AtomicU64::new(1),
             shutdown: watch::channel(false).0,

@@ -51,7 +51,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
     let node = Node::start(config)?;
-    crate::http::api::mark_start();
     let app = crate::http::router(node.clone());
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -27,14 +26,6 @@ use crate::stream::{RawJson, StreamPosition};
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new().route("/api/{method}", post(call))
-}
-
-/// Node start time, for `info`.
-static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
-/// Marks the node's start (for the `uptime` in `/api/info`).
-pub fn mark_start() {
-    STARTED.get_or_init(Instant::now);
 }
 
 async fn call(
@@ -260,7 +251,7 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             let channels = node.hub.channels();
             Ok(json!({
                 "version": env!("CARGO_PKG_VERSION"),
-                "uptime_seconds": STARTED.get().map_or(0, |s| s.elapsed().as_secs()),
+                "uptime_seconds": node.started.elapsed().as_secs(),
                 "num_clients": clients,
                 "num_users": users,
                 "num_channels": channels.len(),

@@ -116,13 +116,6 @@ impl Hub {
         result
     }
 
-    /// Number of subscribers of `channel` on this node.
-    pub fn subscriber_count(&self, channel: &str) -> usize {
-        read(&self.channels[shard_of(channel)])
-            .get(channel)
-            .map_or(0, Vec::len)
-    }
-
     /// Every channel with subscribers on this node, with their count.
     pub fn channels(&self) -> Vec<(Arc<str>, usize)> {
         let mut all = Vec::new();
