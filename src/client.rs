@@ -277,7 +277,14 @@ impl Client {
         });
         self.node.metrics.connections_accepted.fetch_add(1, Relaxed);
         let ping = self.node.config.client.ping_interval.as_secs().max(1);
-        Ok(frames::connected(id, &self.id_str, &user, &session, ping, claims.exp))
+        Ok(frames::connected(
+            id,
+            &self.id_str,
+            &user,
+            &session,
+            ping,
+            claims.exp,
+        ))
     }
 
     fn refresh(&mut self, id: u64, token: &str) -> Result<Bytes, Failure> {
