@@ -228,6 +228,7 @@ impl Client {
             } => {
                 let ns = *self.readable(&channel, |ns| ns.history_size > 0)?;
                 let limit = limit.unwrap_or(ns.history_size).min(ns.history_size);
+                let with_since = since.is_some();
                 let page = self
                     .node
                     .history(
@@ -240,7 +241,7 @@ impl Client {
                         },
                     )
                     .await?;
-                Ok(Some(frames::history(id, &page)))
+                Ok(Some(frames::history(id, &page, with_since)))
             }
             Command::Refresh { token } => self.refresh(id, &token).map(Some),
             Command::Ping => Ok(Some(frames::pong(id))),

@@ -457,6 +457,26 @@ async fn history_since_returns_what_followed_the_position() {
         .await;
     assert_eq!(reply["position"], json!({"offset": 5, "epoch": epoch}));
     assert_eq!(offsets(&reply["publications"]), [3, 4, 5]);
+    assert_eq!(reply["recovered"], true, "{reply}");
+}
+
+#[tokio::test]
+async fn history_says_recovered_only_when_asked_with_since() {
+    let server = start(|_| {}).await;
+    fill(&server, "chat:h", 3).await;
+    let mut ws = server.client("alice").await;
+    let plain = ws
+        .call(json!({"type": "history", "channel": "chat:h"}))
+        .await;
+    assert!(plain.get("recovered").is_none(), "{plain}");
+    let stale = ws
+        .call(json!({
+            "type": "history",
+            "channel": "chat:h",
+            "since": {"offset": 1, "epoch": "another-epoch"},
+        }))
+        .await;
+    assert_eq!(stale["recovered"], false, "{stale}");
 }
 
 // ---------------------------------------------------------------- unsubscribe

@@ -678,3 +678,17 @@ async fn data_over_the_limit_is_413_with_code_111() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn the_javascript_sdk_is_served_at_client_js() {
+    let server = start(|_| {}).await;
+    let resp = reqwest::get(server.http("/client.js")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        content_type.starts_with("text/javascript"),
+        "{content_type}"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("export class Switchboard"));
+}

@@ -1,8 +1,9 @@
 //! The HTTP edge: one router for the WebSocket endpoint, the server API,
-//! health and metrics. Handlers are thin: they parse, call the node, and
+//! health, metrics and the JavaScript SDK. Handlers are thin: they parse, call the node, and
 //! shape JSON.
 
 pub mod api;
+pub mod assets;
 pub mod error;
 pub mod ops;
 
@@ -24,6 +25,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .merge(api::router())
         .merge(ops::router())
+        .merge(assets::router())
         .fallback(|| async { not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)

@@ -132,12 +132,15 @@ pub fn presence_stats(id: u64, stats: &PresenceStats) -> Bytes {
     })
 }
 
-/// `{"id":…,"type":"history","position":…,"publications":[…]}`.
-pub fn history(id: u64, page: &HistoryPage) -> Bytes {
+/// `{"id":…,"type":"history","position":…,"publications":[…]}`, with
+/// `recovered` when the query had `since`.
+pub fn history(id: u64, page: &HistoryPage, with_since: bool) -> Bytes {
     #[derive(Serialize)]
     struct Body<'a> {
         position: &'a StreamPosition,
         publications: &'a [Publication],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     }
     encode(&Reply {
         id,
@@ -145,6 +148,7 @@ pub fn history(id: u64, page: &HistoryPage) -> Bytes {
         body: Body {
             position: &page.position,
             publications: &page.publications,
+            recovered: with_since.then_some(page.recovered),
         },
     })
 }
