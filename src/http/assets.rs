@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
