@@ -151,7 +151,7 @@ async fn run_one(
         Figure::new(format!("{label}: {what}"), value, unit, None)
     };
     let complete = min == published && max == published && ended == 0;
-    let figures = vec![
+    let figures: Vec<Figure> = [
         Figure::new(format!("{label}: deliveries/s"), deliveries, "/s", target),
         fig("publications/s", publications, "/s"),
         fig("server CPU per delivery", server_us_per_delivery, "us"),
@@ -163,37 +163,10 @@ async fn run_one(
             "",
             Some(Target::AtMost(0.0)),
         ),
-        fig(
-            "server core busy (of time not stolen)",
-            cpu.server_of_available() * 100.0,
-            "%",
-        ),
-        fig(
-            "client core busy (of time not stolen)",
-            cpu.client_of_available() * 100.0,
-            "%",
-        ),
-        fig(
-            "server core stolen by the hypervisor",
-            cpu.server_steal * 100.0,
-            "%",
-        ),
-        fig(
-            "client core stolen by the hypervisor",
-            cpu.client_steal * 100.0,
-            "%",
-        ),
-        fig(
-            "server core used by other processes",
-            cpu.server_core_others * 100.0,
-            "%",
-        ),
-        fig(
-            "client core used by other processes",
-            cpu.client_core_others * 100.0,
-            "%",
-        ),
-    ];
+    ]
+    .into_iter()
+    .chain(cpu.figures(&label))
+    .collect::<Vec<_>>();
     eprintln!(
         "fanout {s}: {deliveries:.0} deliveries/s, {publications:.0} publications/s, \
          server core {:.0}% busy, client core {:.0}% busy ({})",

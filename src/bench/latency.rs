@@ -180,7 +180,7 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
     let fig = |what: &str, value: f64, unit: &'static str| {
         Figure::new(format!("{label}: {what}"), value, unit, None)
     };
-    let figures = vec![
+    let figures: Vec<Figure> = [
         fig("every delivery p50", ms(percentile(&every, 50.0)), "ms"),
         fig("every delivery p99", ms(percentile(&every, 99.0)), "ms"),
         fig("every delivery max", ms(max_of(&every)), "ms"),
@@ -194,37 +194,10 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
         fig("to last subscriber max", ms(max_of(&last)), "ms"),
         fig("server CPU per message", server_ms_per_message, "ms"),
         fig("client CPU per delivery", client_us_per_delivery, "us"),
-        fig(
-            "server core busy (of time not stolen)",
-            cpu.server_of_available() * 100.0,
-            "%",
-        ),
-        fig(
-            "client core busy (of time not stolen)",
-            cpu.client_of_available() * 100.0,
-            "%",
-        ),
-        fig(
-            "server core stolen by the hypervisor",
-            cpu.server_steal * 100.0,
-            "%",
-        ),
-        fig(
-            "client core stolen by the hypervisor",
-            cpu.client_steal * 100.0,
-            "%",
-        ),
-        fig(
-            "server core used by other processes",
-            cpu.server_core_others * 100.0,
-            "%",
-        ),
-        fig(
-            "client core used by other processes",
-            cpu.client_core_others * 100.0,
-            "%",
-        ),
-    ];
+    ]
+    .into_iter()
+    .chain(cpu.figures(&label))
+    .collect::<Vec<_>>();
     if let Some(w) = cpu.interference_warning() {
         eprintln!("latency: {w}");
     }

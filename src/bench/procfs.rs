@@ -154,6 +154,36 @@ impl CpuUse {
         self.client / (1.0 - self.client_steal).max(0.05)
     }
 
+    /// The six accounting figures every timed scenario reports, each named
+    /// `"<label>: <what>"`.
+    pub fn figures(&self, label: &str) -> Vec<super::report::Figure> {
+        [
+            (
+                "server core busy (of time not stolen)",
+                self.server_of_available(),
+            ),
+            (
+                "client core busy (of time not stolen)",
+                self.client_of_available(),
+            ),
+            ("server core stolen by the hypervisor", self.server_steal),
+            ("client core stolen by the hypervisor", self.client_steal),
+            (
+                "server core used by other processes",
+                self.server_core_others,
+            ),
+            (
+                "client core used by other processes",
+                self.client_core_others,
+            ),
+        ]
+        .into_iter()
+        .map(|(what, share)| {
+            super::report::Figure::new(format!("{label}: {what}"), share * 100.0, "%", None)
+        })
+        .collect()
+    }
+
     /// Which side ran out of CPU first, as a sentence for the report.
     pub fn verdict(&self) -> &'static str {
         // /proc counts in 10 ms ticks and a busy event loop still blocks now
