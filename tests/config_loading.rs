@@ -594,3 +594,28 @@ fn env_variable_patches_one_key_of_builtin_chat() {
         "every other key keeps its built-in value"
     );
 }
+
+#[test]
+fn allowed_origins_come_from_the_file_or_a_comma_separated_variable() {
+    let f = file("allowed_origins = [\"https://Shop.example/\", \"*\"]\n");
+    let config = Config::load(&flags_for(f.path()), no_env()).expect("loads");
+    assert_eq!(config.allowed_origins, ["https://shop.example", "*"]);
+    let config = Config::load(
+        &Flags::default(),
+        env(&[(
+            "SWITCHBOARD_ALLOWED_ORIGINS",
+            "https://a.example, http://localhost:3000",
+        )]),
+    )
+    .expect("loads");
+    assert_eq!(
+        config.allowed_origins,
+        ["https://a.example", "http://localhost:3000"]
+    );
+}
+
+#[test]
+fn a_malformed_origin_is_refused_naming_the_key() {
+    let (err, _) = file_error("allowed_origins = [\"shop.example/path\"]\n");
+    assert!(err.contains("allowed_origins"), "{err}");
+}

@@ -41,6 +41,7 @@ impl Walker<'_> {
                 "shutdown_timeout" => config.shutdown_timeout = self.duration(key, value)?,
                 "broker" => config.broker = self.backend(key, value, "memory", "Redis")?,
                 "store" => config.store = self.backend(key, value, "sqlite", "PostgreSQL")?,
+                "allowed_origins" => config.allowed_origins = self.origins(key, value)?,
                 "auth" => config.auth = self.auth(self.table(key, value)?)?,
                 "client" => config.client = self.client(self.table(key, value)?)?,
                 "namespace_default" => {
@@ -188,6 +189,32 @@ impl Walker<'_> {
             .ok_or_else(|| self.wrong_type(key, "expected a string", value))
     }
 
+    /// `["https://app.example", "http://localhost:3000"]` or `["*"]`: an
+    /// origin is a scheme and a host with an optional port, nothing else.
+    fn origins(&self, key: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
+        let items = value
+            .as_array()
+            .ok_or_else(|| self.wrong_type(key, "expected a list of origins", value))?;
+        let mut origins = Vec::with_capacity(items.len());
+        for item in items {
+            let origin = self.string(key, item)?.trim_end_matches('/');
+            let valid = origin == "*"
+                || origin.split_once("://").is_some_and(|(scheme, host)| {
+                    matches!(scheme, "http" | "https")
+                        && !host.is_empty()
+                        && !host.contains(['/', '?', '#', ' '])
+                });
+            if !valid {
+                return Err(self.bad(
+                    key,
+                    format!("`{origin}` is not an origin like https://app.example or http://localhost:3000 (or \"*\")"),
+                ));
+            }
+            origins.push(origin.to_ascii_lowercase());
+        }
+        Ok(origins)
+    }
+
     fn non_empty_string(&self, key: &str, value: &Value) -> Result<String, ConfigError> {
         match self.string(key, value)? {
             "" => Err(self.bad(key, "must not be empty")),
@@ -309,6 +336,7 @@ mod tests {
             Kind::Bool => Value::Boolean(true),
             Kind::Duration => Value::String("3s".into()),
             Kind::Size => Value::String("3KiB".into()),
+            Kind::StrList => Value::Array(vec![Value::String("https://a.example".into())]),
         }
     }
 

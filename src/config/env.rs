@@ -207,6 +207,13 @@ fn convert(kind: Kind, raw: &str) -> Result<Value, String> {
             _ => Err(format!("expected true or false (got `{raw}`)")),
         },
         Kind::Str | Kind::Duration | Kind::Size => Ok(Value::String(raw.to_owned())),
+        Kind::StrList => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        )),
     }
 }
 

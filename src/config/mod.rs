@@ -105,6 +105,11 @@ pub struct Config {
     pub broker: String,
     /// The history store; only `"sqlite"` for now.
     pub store: String,
+    /// Browser origins (`https://app.example`) allowed besides the node's
+    /// own; `"*"` allows any. Checked on WebSocket upgrades (cross-site
+    /// WebSocket hijacking); requests without an `Origin` header (non-browser
+    /// clients) are always allowed.
+    pub allowed_origins: Vec<String>,
     /// Token verification keys and the server API key.
     pub auth: AuthConfig,
     /// Per-connection timings and limits.
@@ -266,6 +271,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             broker: "memory".to_owned(),
             store: "sqlite".to_owned(),
+            allowed_origins: Vec::new(),
             auth: AuthConfig::default(),
             client: ClientConfig::default(),
             namespace_default: NamespaceConfig::default(),

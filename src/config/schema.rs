@@ -14,9 +14,11 @@ pub(super) enum Kind {
     Duration,
     /// A size string (`64KiB`) or an integer number of bytes.
     Size,
+    /// A list of strings; from the environment, comma-separated.
+    StrList,
 }
 
-use Kind::{Bool, Duration, Int, Size, Str};
+use Kind::{Bool, Duration, Int, Size, Str, StrList};
 
 /// Plain keys at the top level of the file.
 pub(super) const TOP: &[(&str, Kind)] = &[
@@ -26,6 +28,7 @@ pub(super) const TOP: &[(&str, Kind)] = &[
     ("shutdown_timeout", Duration),
     ("broker", Str),
     ("store", Str),
+    ("allowed_origins", StrList),
 ];
 
 /// Sections (tables) at the top level of the file.

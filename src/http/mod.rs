@@ -6,6 +6,7 @@ pub mod api;
 pub mod assets;
 pub mod error;
 pub mod ops;
+pub mod origin;
 
 use std::sync::Arc;
 

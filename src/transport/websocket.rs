@@ -64,6 +64,13 @@ pub async fn upgrade(State(node): State<Arc<Node>>, mut request: Request) -> Res
     if node.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if !crate::http::origin::allowed(&node.config.allowed_origins, request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "origin not allowed (see allowed_origins)",
+        )
+            .into_response();
+    }
     let key = match check_handshake(request.headers()) {
         Ok(key) => key,
         Err(refused) => return refused.into_response(),
