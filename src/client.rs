@@ -32,12 +32,54 @@ pub enum Flow {
     Continue,
     /// Write what is queued, then close with this disconnect.
     Close(Disconnect),
+    /// A `connect` asking to resume a session: the session layer answers it.
+    Resume {
+        id: u64,
+        token: String,
+        session: String,
+        seq: u64,
+    },
+}
+
+/// A refused `connect` (or resume): the error to answer, and the disconnect
+/// that follows when the connection must end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: CommandError,
+    pub disconnect: Option<DisconnectCode>,
+}
+
+impl From<Failure> for Refusal {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Error(error) => Refusal {
+                error,
+                disconnect: None,
+            },
+            Failure::Fatal(error, code) => Refusal {
+                error,
+                disconnect: Some(code),
+            },
+            // Only `handle` resumes; the callers of this conversion connect.
+            Failure::Resume { .. } => Refusal {
+                error: CommandError::with(ErrorCode::BadRequest, "cannot resume here"),
+                disconnect: None,
+            },
+        }
+    }
 }
 
 /// A command's failure: answer with an error, and maybe end the connection.
+/// (`Resume` is not a failure of the client: the session layer answers it.)
 enum Failure {
     Error(CommandError),
     Fatal(CommandError, DisconnectCode),
+    Resume {
+        id: u64,
+        token: String,
+        session: String,
+        seq: u64,
+    },
 }
 
 impl From<CommandError> for Failure {
@@ -61,6 +103,8 @@ struct Identity {
     channels: Vec<String>,
     /// Token expiry, seconds since the Unix epoch.
     expires: Option<u64>,
+    /// The session's resume token.
+    session: Arc<str>,
 }
 
 /// What a subscription needs to be undone.
@@ -104,6 +148,63 @@ impl Client {
         self.identity.as_ref().and_then(|i| i.expires)
     }
 
+    /// The session's resume token, once connected.
+    pub fn session_id(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref().map(|i| &i.session)
+    }
+
+    /// The connected user.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref().map(|i| &i.user)
+    }
+
+    /// Connects with `token` outside a command (the SSE and long-poll
+    /// transports connect with their opening request): the `connected`
+    /// reply, with id 0, goes to the outbound queue.
+    pub fn connect_with(&mut self, token: &str) -> Result<(), Refusal> {
+        let reply = self.connect(0, token)?;
+        let _ = self.outbound.push(reply);
+        Ok(())
+    }
+
+    /// Takes `token` for a session being resumed: it must verify and be for
+    /// the same user; its expiry and `channels` replace the old ones.
+    /// Returns the unnumbered `connected` reply with `resumed: true`.
+    pub fn resume_with(&mut self, id: u64, token: &str) -> Result<Bytes, Refusal> {
+        let claims = self.node.verifier.connection(token).map_err(fatal_token)?;
+        let identity = self.identity.as_mut().ok_or(Refusal {
+            error: ErrorCode::SessionNotFound.into(),
+            disconnect: None,
+        })?;
+        if *identity.user != *claims.sub {
+            return Err(Refusal {
+                error: CommandError::with(
+                    ErrorCode::PermissionDenied,
+                    "the session belongs to another user",
+                ),
+                disconnect: None,
+            });
+        }
+        identity.expires = claims.exp;
+        identity.channels = claims.channels.unwrap_or_default();
+        Ok(self.connected_reply(id, true))
+    }
+
+    fn connected_reply(&self, id: u64, resumed: bool) -> Bytes {
+        let identity = self.identity.as_ref().expect("connected");
+        frames::connected(
+            id,
+            &frames::Connected {
+                client: &self.id_str,
+                user: &identity.user,
+                session: &identity.session,
+                ping: self.node.config.client.ping_interval.as_secs().max(1),
+                expires: identity.expires,
+                resumed,
+            },
+        )
+    }
+
     /// Handles one text frame.
     pub async fn handle_text(&mut self, text: &str) -> Flow {
         let (id, command) = match parse(text) {
@@ -132,6 +233,17 @@ impl Client {
                 self.send_error(Some(id), &e);
                 Flow::Close(code.into())
             }
+            Err(Failure::Resume {
+                id,
+                token,
+                session,
+                seq,
+            }) => Flow::Resume {
+                id,
+                token,
+                session,
+                seq,
+            },
         }
     }
 
@@ -141,7 +253,23 @@ impl Client {
     }
 
     async fn handle(&mut self, id: u64, command: Command) -> Result<Option<Bytes>, Failure> {
-        if let Command::Connect { token } = command {
+        if let Command::Connect {
+            token,
+            session,
+            seq,
+        } = command
+        {
+            if let Some(session) = session {
+                if self.identity.is_some() {
+                    return Err(ErrorCode::AlreadyConnected.into());
+                }
+                return Err(Failure::Resume {
+                    id,
+                    token,
+                    session,
+                    seq: seq.unwrap_or(0),
+                });
+            }
             return self.connect(id, &token).map(Some);
         }
         if self.identity.is_none() {
@@ -252,40 +380,33 @@ impl Client {
         if self.identity.is_some() {
             return Err(ErrorCode::AlreadyConnected.into());
         }
-        let claims = self.node.verifier.connection(token).map_err(|e| match e {
-            TokenError::Expired => {
-                Failure::Fatal(ErrorCode::TokenExpired.into(), DisconnectCode::TokenExpired)
-            }
-            TokenError::Invalid(why) => Failure::Fatal(
-                CommandError::with(ErrorCode::Unauthorized, why),
-                DisconnectCode::InvalidToken,
-            ),
-        })?;
+        let claims = self
+            .node
+            .verifier
+            .connection(token)
+            .map_err(|e| match fatal_token(e) {
+                Refusal {
+                    error,
+                    disconnect: Some(code),
+                } => Failure::Fatal(error, code),
+                Refusal { error, .. } => Failure::Error(error),
+            })?;
         let user: Arc<str> = claims.sub.into();
         self.identity = Some(Identity {
             user: user.clone(),
             info: claims.info,
             channels: claims.channels.unwrap_or_default(),
             expires: claims.exp,
+            // The session's resume token (see crate::session).
+            session: crate::random::token(16).into(),
         });
-        // The resume token of the `connected` reply; sessions that outlive
-        // a transport (SSE, long-polling) are keyed by it.
-        let session = crate::random::token(16);
         self.node.hub.add_connection(Connection {
             client: self.id,
             user: user.clone(),
             outbound: self.outbound.clone(),
         });
         self.node.metrics.connections_accepted.fetch_add(1, Relaxed);
-        let ping = self.node.config.client.ping_interval.as_secs().max(1);
-        Ok(frames::connected(
-            id,
-            &self.id_str,
-            &user,
-            &session,
-            ping,
-            claims.exp,
-        ))
+        Ok(self.connected_reply(id, false))
     }
 
     fn refresh(&mut self, id: u64, token: &str) -> Result<Bytes, Failure> {
@@ -483,5 +604,19 @@ impl Client {
         if self.identity.is_some() {
             self.node.hub.remove_connection(self.id);
         }
+    }
+}
+
+/// A connection token's refusal: both end the connection.
+fn fatal_token(e: TokenError) -> Refusal {
+    match e {
+        TokenError::Expired => Refusal {
+            error: ErrorCode::TokenExpired.into(),
+            disconnect: Some(DisconnectCode::TokenExpired),
+        },
+        TokenError::Invalid(why) => Refusal {
+            error: CommandError::with(ErrorCode::Unauthorized, why),
+            disconnect: Some(DisconnectCode::InvalidToken),
+        },
     }
 }

@@ -38,10 +38,14 @@ pub enum ErrorCode {
     NotSubscribed,
     /// 113: `connect` was sent twice.
     AlreadyConnected,
+    /// 114: the session to resume, send to or poll is unknown, expired or ended.
+    SessionNotFound,
+    /// 115: a resume `seq` or poll `cursor` the session cannot serve.
+    BadCursor,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -56,6 +60,8 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::NotSubscribed,
         ErrorCode::AlreadyConnected,
+        ErrorCode::SessionNotFound,
+        ErrorCode::BadCursor,
     ];
 
     /// The number on the wire.
@@ -75,6 +81,8 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => 111,
             ErrorCode::NotSubscribed => 112,
             ErrorCode::AlreadyConnected => 113,
+            ErrorCode::SessionNotFound => 114,
+            ErrorCode::BadCursor => 115,
         }
     }
 
@@ -95,6 +103,8 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message too large",
             ErrorCode::NotSubscribed => "not subscribed",
             ErrorCode::AlreadyConnected => "already connected",
+            ErrorCode::SessionNotFound => "session not found",
+            ErrorCode::BadCursor => "bad cursor",
         }
     }
 
@@ -104,7 +114,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
             ErrorCode::PermissionDenied => 403,
-            ErrorCode::UnknownCommand => 404,
+            ErrorCode::UnknownCommand | ErrorCode::SessionNotFound => 404,
             ErrorCode::MessageTooLarge => 413,
             ErrorCode::NotAvailable => 409,
             _ => 400,

@@ -24,6 +24,7 @@ pub mod presence;
 pub mod protocol;
 pub mod random;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod stream;
 pub mod transport;

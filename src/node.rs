@@ -22,6 +22,7 @@ use crate::hub::{ClientId, Hub};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryPresence, Presence};
 use crate::protocol::frames;
+use crate::session::SessionRegistry;
 use crate::store::SqliteStore;
 use crate::stream::{
     AppendOutcome, AppendRequest, ClientInfo, HistoryLimits, HistoryPage, HistoryQuery, RawJson,
@@ -81,6 +82,8 @@ pub struct Node {
     next_client: AtomicU64,
     /// Flips to true when the node starts shutting down.
     shutdown: watch::Sender<bool>,
+    /// Connected sessions, by resume token.
+    pub sessions: SessionRegistry,
 }
 
 impl Node {
@@ -110,6 +113,7 @@ impl Node {
             client_prefix: (crate::random::u64() & 0xFFFFF) << 40,
             next_client: AtomicU64::new(1),
             shutdown: watch::channel(false).0,
+            sessions: SessionRegistry::new(),
         }))
     }
 
@@ -256,6 +260,8 @@ impl Node {
         for c in self.hub.connections(None) {
             c.outbound.close(disconnect.clone(), Some(frame.clone()));
         }
+        // Sessions without a transport have nobody to write their last frame.
+        self.sessions.end_detached().await;
         let deadline = tokio::time::Instant::now() + timeout;
         while self.hub.connection_stats().0 > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -35,6 +35,7 @@ pub struct Running {
     stop: Arc<Notify>,
     task: JoinHandle<std::io::Result<()>>,
     maintenance: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 /// Binds `config.listen` and starts serving.
@@ -70,12 +71,24 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             maintained.broker.maintain();
         }
     });
+    let swept = node.clone();
+    let sweeper = tokio::spawn(async move {
+        // Sessions past their grace period end within a quarter of it.
+        let grace = swept.config.client.session_grace;
+        let period = (grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            swept.sessions.sweep(grace).await;
+        }
+    });
     Ok(Running {
         node,
         addr,
         stop,
         task,
         maintenance,
+        sweeper,
     })
 }
 
@@ -91,6 +104,7 @@ impl Running {
         let timeout = self.node.config.shutdown_timeout;
         self.node.shutdown(timeout).await;
         self.maintenance.abort();
+        self.sweeper.abort();
         match tokio::time::timeout(timeout, self.task).await {
             Ok(Ok(Err(e))) => tracing::error!("server stopped with an error: {e}"),
             Ok(_) => {}

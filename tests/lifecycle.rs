@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{api_call, token, token_with, unix_now, Process, TestServer, Ws, API_KEY, WAIT};
+use common::{api_call, keys, token, token_with, unix_now, Process, TestServer, Ws, API_KEY, WAIT};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchboard::config::Config;
@@ -441,23 +441,23 @@ async fn a_slow_consumer_that_reads_again_gets_an_unbroken_prefix_then_close_300
 
 // --------------------------------------------------------------- join/leave
 
-#[tokio::test]
-async fn dropping_a_socket_sends_leave_to_the_others_and_removes_it_from_presence() {
-    let server = TestServer::start().await;
-    let channel = "chat:room";
+/// Connects alice and bob to `channel`; alice has seen bob's join.
+async fn alice_sees_bob_join(server: &TestServer, channel: &str) -> (Ws, Ws) {
     let mut alice = server.client("alice").await;
     alice.subscribe(channel).await;
     let mut bob = server.client("bob").await;
     bob.subscribe(channel).await;
-    let bob_id = bob.client_id.clone();
     loop {
         let join = alice.push("join").await;
-        if join["info"]["client"] == bob_id.as_str() {
+        if join["info"]["client"] == bob.client_id.as_str() {
             break;
         }
     }
+    (alice, bob)
+}
 
-    drop(bob);
+/// Asserts bob's leave reaches alice and bob is gone from presence.
+async fn assert_bob_left(server: &TestServer, alice: &mut Ws, channel: &str, bob_id: &str) {
     let leave = alice.push("leave").await;
     assert_eq!(
         leave,
@@ -466,14 +466,37 @@ async fn dropping_a_socket_sends_leave_to_the_others_and_removes_it_from_presenc
     let presence = alice
         .call(json!({"type": "presence", "channel": channel}))
         .await;
-    let clients: Vec<&String> = presence["clients"]
-        .as_object()
-        .expect("clients is an object")
-        .keys()
-        .collect();
-    assert_eq!(clients, [&alice.client_id]);
+    assert_eq!(keys(&presence["clients"]), [alice.client_id.as_str()]);
     let api = api_ok(server.addr, "presence", json!({"channel": channel})).await;
-    assert!(api["clients"].get(&bob_id).is_none(), "{api}");
+    assert!(api["clients"].get(bob_id).is_none(), "{api}");
+}
+
+#[tokio::test]
+async fn closing_a_socket_sends_leave_at_once_and_removes_it_from_presence() {
+    // The default grace period is a minute: the leave must not wait for it.
+    let server = TestServer::start().await;
+    let channel = "chat:room";
+    let (mut alice, mut bob) = alice_sees_bob_join(&server, channel).await;
+    let bob_id = bob.client_id.clone();
+    bob.stream.close(None).await.expect("close frame sent");
+    assert_bob_left(&server, &mut alice, channel, &bob_id).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_socket_keeps_its_session_for_the_grace_period_then_leaves() {
+    let server = TestServer::start_with(|c| c.client.session_grace = Duration::from_secs(2)).await;
+    let channel = "chat:room";
+    let (mut alice, bob) = alice_sees_bob_join(&server, channel).await;
+    let bob_id = bob.client_id.clone();
+    drop(bob);
+    // Within the grace period bob may still resume: still present.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let presence = alice
+        .call(json!({"type": "presence", "channel": channel}))
+        .await;
+    assert!(presence["clients"].get(&bob_id).is_some(), "{presence}");
+    assert_bob_left(&server, &mut alice, channel, &bob_id).await;
     server.stop().await;
 }
 

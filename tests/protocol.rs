@@ -279,7 +279,7 @@ async fn leave_push_is_sent_on_unsubscribe() {
 }
 
 #[tokio::test]
-async fn leave_push_is_sent_when_the_socket_drops() {
+async fn leave_push_is_sent_when_the_client_closes_its_socket() {
     let server = start(|_| {}).await;
     let mut bob = server.client("bob").await;
     bob.subscribe("chat:room").await;
@@ -295,7 +295,9 @@ async fn leave_push_is_sent_when_the_socket_drops() {
     alice.subscribe("chat:room").await;
     push_from(&mut bob, "join", "alice").await;
     let alice_id = alice.client_id.clone();
-    drop(alice);
+    // A close frame ends the session at once (a dropped socket would
+    // keep it for the grace period; see lifecycle.rs).
+    alice.stream.close(None).await.expect("close frame sent");
     assert_eq!(
         push_from(&mut bob, "leave", "alice").await,
         json!({
@@ -348,7 +350,7 @@ async fn presence_forgets_a_client_that_disconnected() {
     let mut bob = server.client("bob").await;
     alice.subscribe("chat:room").await;
     bob.subscribe("chat:room").await;
-    drop(bob);
+    bob.stream.close(None).await.expect("close frame sent");
     push_from(&mut alice, "leave", "bob").await;
     let reply = alice
         .call(json!({"type": "presence", "channel": "chat:room"}))

@@ -89,6 +89,8 @@ impl Walker<'_> {
                 "max_channel_length" => {
                     client.max_channel_length = self.positive_usize(key, value)?
                 }
+                "session_grace" => client.session_grace = self.positive_duration(key, value)?,
+                "poll_hold" => client.poll_hold = self.positive_duration(key, value)?,
                 _ => return Err(self.unknown("client.", name, schema::names(schema::CLIENT))),
             }
         }

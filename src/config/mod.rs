@@ -50,6 +50,8 @@
 //! max_data_size = "64KiB"
 //! queue_max_size = "1MiB"
 //! max_channel_length = 255
+//! session_grace = "60s"
+//! poll_hold = "25s"
 //! [namespace_default]
 //! history_size = 0
 //! history_ttl = "5m"
@@ -166,6 +168,12 @@ pub struct ClientConfig {
     pub queue_max_size: usize,
     /// Longest channel name, in bytes (default 255).
     pub max_channel_length: usize,
+    /// How long a session outlives its transport, waiting for a resume
+    /// (default 60s).
+    pub session_grace: Duration,
+    /// How long a long-poll request waits for something to send before it
+    /// answers empty (default 25s).
+    pub poll_hold: Duration,
 }
 
 impl Default for ClientConfig {
@@ -178,6 +186,8 @@ impl Default for ClientConfig {
             max_data_size: 64 * 1024,
             queue_max_size: 1024 * 1024,
             max_channel_length: 255,
+            session_grace: Duration::from_secs(60),
+            poll_hold: Duration::from_secs(25),
         }
     }
 }

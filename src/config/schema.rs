@@ -51,6 +51,8 @@ pub(super) const CLIENT: &[(&str, Kind)] = &[
     ("max_data_size", Size),
     ("queue_max_size", Size),
     ("max_channel_length", Int),
+    ("session_grace", Duration),
+    ("poll_hold", Duration),
 ];
 
 /// Keys of `[namespace_default]` and of each `[namespaces.<name>]`.

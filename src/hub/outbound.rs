@@ -136,6 +136,16 @@ impl Outbound {
         self.lock().bytes
     }
 
+    /// Frames queued now.
+    pub fn queued_frames(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Wakes the writer as if something had been pushed.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave State inconsistent
         // (every update is a plain field write), so poisoning is ignored.

@@ -15,6 +15,10 @@ use crate::stream::{RawJson, StreamPosition};
 pub enum Command {
     Connect {
         token: String,
+        /// Resume this session instead of starting one.
+        session: Option<String>,
+        /// With `session`: the last numbered frame the client processed.
+        seq: Option<u64>,
     },
     Subscribe {
         channel: String,
@@ -118,6 +122,10 @@ struct RawFrame<'a> {
     reverse: Option<&'a RawValue>,
     #[serde(borrow, default)]
     idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    session: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    seq: Option<&'a RawValue>,
 }
 
 /// Parses one text frame.
@@ -150,9 +158,21 @@ pub fn parse(text: &str) -> Result<Incoming, Rejected> {
         error,
     };
     let command = match kind.as_str() {
-        "connect" => Command::Connect {
-            token: required(raw.token, "token").map_err(fail)?,
-        },
+        "connect" => {
+            let session: Option<String> = optional(raw.session, "session").map_err(fail)?;
+            let seq: Option<u64> = optional(raw.seq, "seq").map_err(fail)?;
+            if session.is_some() && seq.is_none() {
+                return Err(fail(CommandError::with(
+                    ErrorCode::BadRequest,
+                    "field `seq` is required with `session`",
+                )));
+            }
+            Command::Connect {
+                token: required(raw.token, "token").map_err(fail)?,
+                session,
+                seq,
+            }
+        }
         "subscribe" => Command::Subscribe {
             channel: required(raw.channel, "channel").map_err(fail)?,
             since: optional(raw.since, "since").map_err(fail)?,
@@ -239,6 +259,9 @@ trait Expected {
 }
 impl Expected for String {
     const EXPECTED: &'static str = "a string";
+}
+impl Expected for u64 {
+    const EXPECTED: &'static str = "a non-negative integer";
 }
 impl Expected for usize {
     const EXPECTED: &'static str = "a non-negative integer";

@@ -31,34 +31,26 @@ struct Reply<'a, T: Serialize> {
 #[derive(Serialize)]
 struct Empty {}
 
+/// What the `connected` reply says about the session.
+#[derive(Serialize)]
+pub struct Connected<'a> {
+    pub client: &'a str,
+    pub user: &'a str,
+    pub session: &'a str,
+    pub ping: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    /// True when this `connect` resumed an existing session.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+}
+
 /// `{"id":…,"type":"connected",…}`.
-pub fn connected(
-    id: u64,
-    client: &str,
-    user: &str,
-    session: &str,
-    ping: u64,
-    expires: Option<u64>,
-) -> Bytes {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        client: &'a str,
-        user: &'a str,
-        session: &'a str,
-        ping: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        expires: Option<u64>,
-    }
+pub fn connected(id: u64, body: &Connected) -> Bytes {
     encode(&Reply {
         id,
         kind: "connected",
-        body: Body {
-            client,
-            user,
-            session,
-            ping,
-            expires,
-        },
+        body,
     })
 }
 
@@ -294,10 +286,22 @@ mod tests {
             &publication("chat:o", "xk3", &p)[..],
             &br#"{"type":"publication","channel":"chat:o","offset":21,"epoch":"xk3","data":{"text":"hi"},"info":{"user":"42","client":"c1"},"time":5}"#[..]
         );
-        let c = connected(1, "c1", "42", "s", 25, None);
+        let mut body = Connected {
+            client: "c1",
+            user: "42",
+            session: "s",
+            ping: 25,
+            expires: None,
+            resumed: false,
+        };
         assert_eq!(
-            &c[..],
+            &connected(1, &body)[..],
             br#"{"id":1,"type":"connected","client":"c1","user":"42","session":"s","ping":25}"#
+        );
+        body.resumed = true;
+        assert_eq!(
+            &connected(1, &body)[..],
+            br#"{"id":1,"type":"connected","client":"c1","user":"42","session":"s","ping":25,"resumed":true}"#
         );
     }
 }

@@ -38,11 +38,10 @@ enum WriteProgress {
     Failed,
 }
 
-use crate::client::{Client, Flow};
 use crate::codes::{Disconnect, DisconnectCode};
-use crate::hub::{Drained, Outbound};
 use crate::node::Node;
 use crate::protocol::frames;
+use crate::session::{Handled, Numbered, Session, Take};
 use crate::stream::now_millis;
 use crate::ws::frame::{self, FrameError, FrameReader, Message, OpCode, Role};
 
@@ -208,7 +207,55 @@ fn io_event<'a, S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (Box<Client>, Flow)> + Send>>;
+/// What came of one command, as the connection loop sees it.
+enum Outcome {
+    Continue,
+    Close,
+    /// `connect` resumed this session, attached as this generation.
+    Switched(Arc<Session>, u64),
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Hands one text frame to the session; a resume switches sessions.
+async fn command(node: Arc<Node>, session: Arc<Session>, text: Bytes) -> Outcome {
+    // The frame reader validated UTF-8.
+    let text = std::str::from_utf8(&text).unwrap_or_default();
+    match session.handle_text(text).await {
+        Handled::Continue => Outcome::Continue,
+        Handled::Close(_) => Outcome::Close,
+        Handled::Resume {
+            id,
+            token,
+            session: wanted,
+            seq,
+        } => match node.sessions.resume(&wanted, &token, seq, id).await {
+            Ok((resumed, generation)) => Outcome::Switched(resumed, generation),
+            Err(refusal) => {
+                node.metrics.error(refusal.error.code);
+                let _ = session
+                    .outbound()
+                    .push(frames::error(Some(id), &refusal.error));
+                match refusal.disconnect {
+                    Some(code) => {
+                        session.close(code.into());
+                        Outcome::Close
+                    }
+                    None => Outcome::Continue,
+                }
+            }
+        },
+    }
+}
+
+/// How the connection ended, for its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The socket was lost: the session waits for a resume.
+    Lost,
+    /// Another transport took the session over.
+    Replaced,
+}
 
 /// Runs one WebSocket connection to its end.
 pub async fn run<S>(node: Arc<Node>, mut io: S)
@@ -216,18 +263,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let cfg = node.config.client;
-    let outbound = Arc::new(Outbound::new(cfg.queue_max_size));
-    let mut client = Some(Box::new(Client::new(node.clone(), outbound.clone())));
+    let mut session = Session::new(&node);
+    let mut generation = 1;
     let mut reader = FrameReader::new(Role::Server, cfg.max_data_size + ENVELOPE_ALLOWANCE);
     let mut messages: VecDeque<Message> = VecDeque::new();
     let mut in_flight: Option<InFlight> = None;
-    // Control frames (pong, close) waiting for the next write.
+    // Control frames (pong, ping, close) waiting for the next write.
     let mut control: Vec<u8> = Vec::new();
     let mut write_buf: Vec<u8> = Vec::new();
     let mut written = 0;
     let mut closing: Option<Instant> = None;
     let mut close_after_write = false;
     let mut peer_closed = false;
+    let mut ending = Ending::Lost;
     // Set when a wake-up was consumed while writing: drain without waiting.
     let mut recheck = false;
     let started = Instant::now();
@@ -240,20 +288,12 @@ where
     tokio::pin!(timer);
 
     loop {
-        // Hand the next text frame to the client once the previous command is done.
+        // Hand the next text frame to the session once the previous command is done.
         if in_flight.is_none() && closing.is_none() {
             while let Some(message) = messages.pop_front() {
                 match message {
                     Message::Text(text) => {
-                        let mut c = client
-                            .take()
-                            .expect("client is home when nothing is in flight");
-                        in_flight = Some(Box::pin(async move {
-                            // The frame reader validated UTF-8.
-                            let text = std::str::from_utf8(&text).unwrap_or_default();
-                            let flow = c.handle_text(text).await;
-                            (c, flow)
-                        }));
+                        in_flight = Some(Box::pin(command(node.clone(), session.clone(), text)));
                         break;
                     }
                     Message::Binary(_) => {
@@ -262,20 +302,16 @@ where
                             "binary frames are not supported; send JSON text frames",
                         );
                         node.metrics.error(error.code);
-                        let _ = outbound.push(frames::error(None, &error));
+                        let _ = session.outbound().push(frames::error(None, &error));
                     }
                     Message::Ping(payload) => frame::encode_pong(&payload, &mut control),
                     Message::Pong(_) => {}
                     Message::Close(_) => {
-                        // Nothing after a close frame counts.
+                        // Nothing after a close frame counts; the client
+                        // closed on purpose, so the session ends.
                         peer_closed = true;
                         messages.clear();
-                        begin_close(
-                            &outbound,
-                            DisconnectCode::Normal.into(),
-                            false,
-                            &mut closing,
-                        );
+                        begin_close(&session, DisconnectCode::Normal.into(), false, &mut closing);
                         break;
                     }
                 }
@@ -284,8 +320,8 @@ where
 
         // The next timer: heartbeat, connect deadline, token expiry, close grace.
         let silent_limit = last_seen + cfg.ping_interval + cfg.pong_timeout;
-        let connected = client.as_ref().is_none_or(|c| c.is_connected());
-        let expires = client.as_ref().and_then(|c| c.expires_at());
+        let connected = in_flight.is_some() || session.is_connected();
+        let expires = session.expires_at();
         let deadline = match closing {
             Some(grace) => grace,
             None => {
@@ -309,28 +345,43 @@ where
             biased;
             done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 in_flight = None;
-                let (c, flow) = done;
-                client = Some(c);
-                if let Flow::Close(d) = flow {
-                    begin_close(&outbound, d, true, &mut closing);
+                match done {
+                    Outcome::Continue => {}
+                    Outcome::Close => {
+                        closing.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+                    }
+                    Outcome::Switched(resumed, resumed_generation) => {
+                        // The fresh session never connected: nothing to undo.
+                        session = resumed;
+                        generation = resumed_generation;
+                        recheck = true;
+                    }
                 }
             }
             _ = std::future::ready(()), if !writing && !close_after_write && !control.is_empty() => {
                 write_buf = std::mem::take(&mut control);
             }
-            _ = outbound.ready(), if writing && closing.is_none() => {
+            _ = session.ready(), if writing && closing.is_none() => {
                 // Pushed (or closed, e.g. as a slow consumer) while a write is
                 // stuck: a closed queue must not wait on a client that reads nothing.
                 recheck = true;
-                if outbound.is_closed() {
+                if session.outbound().is_closed() {
                     closing = Some(Instant::now() + CLOSE_GRACE);
                 }
             }
-            _ = ready_or_now(&outbound, recheck), if !writing && !close_after_write => {
+            _ = ready_or_now(&session, recheck), if !writing && !close_after_write => {
                 recheck = false;
-                let (batch, end) = match outbound.drain() {
-                    Drained::Frames(f) => (f, None),
-                    Drained::Closing(f, d) => (f, Some(d)),
+                let (batch, end) = match session.take(generation) {
+                    Take::Frames(f) => (f, None),
+                    Take::Closing(f, d) => (f, Some(d)),
+                    Take::Replaced => {
+                        ending = Ending::Replaced;
+                        let mut bye = std::mem::take(&mut control);
+                        frame::encode_close(DisconnectCode::Normal.code(), "session resumed elsewhere", &mut bye);
+                        let mut bye_written = 0;
+                        let _ = try_write_now(&mut io, &mut bye, &mut bye_written).await;
+                        break;
+                    }
                 };
                 write_buf = encode_batch(&batch, &control, end.as_ref());
                 control = Vec::new();
@@ -374,7 +425,7 @@ where
                         };
                         let mut d: Disconnect = code.into();
                         d.reason = e.to_string();
-                        begin_close(&outbound, d, true, &mut closing);
+                        begin_close(&session, d, true, &mut closing);
                     }
                 }
             }
@@ -382,7 +433,7 @@ where
             _ = stopping(&mut shutdown), if closing.is_none() => {
                 // Node::shutdown closes every authenticated client's queue;
                 // close the ones that never connected here.
-                begin_close(&outbound, DisconnectCode::Shutdown.into(), true, &mut closing);
+                begin_close(&session, DisconnectCode::Shutdown.into(), true, &mut closing);
             }
             _ = &mut timer => {
                 let now = Instant::now();
@@ -391,56 +442,85 @@ where
                 }
                 let expired = expires.is_some_and(|exp| now_millis() / 1000 >= exp);
                 if now >= silent_limit {
-                    begin_close(&outbound, DisconnectCode::NoPong.into(), true, &mut closing);
+                    // The socket is dead or hopeless, not the session: tell
+                    // the client (best effort) and let the session wait.
+                    node.metrics.disconnect(DisconnectCode::NoPong.code());
+                    if !writing {
+                        let mut bye = std::mem::take(&mut control);
+                        encode_disconnect(&DisconnectCode::NoPong.into(), &mut bye);
+                        let mut bye_written = 0;
+                        let _ = try_write_now(&mut io, &mut bye, &mut bye_written).await;
+                    }
+                    break;
                 } else if !connected && now >= started + cfg.connect_timeout {
-                    begin_close(&outbound, DisconnectCode::ConnectTimeout.into(), true, &mut closing);
+                    begin_close(&session, DisconnectCode::ConnectTimeout.into(), true, &mut closing);
                 } else if expired {
-                    begin_close(&outbound, DisconnectCode::TokenExpired.into(), true, &mut closing);
+                    begin_close(&session, DisconnectCode::TokenExpired.into(), true, &mut closing);
                 } else if now >= next_ping {
                     next_ping = now + cfg.ping_interval;
-                    let _ = outbound.push(Bytes::from_static(frames::PING));
+                    // Pings belong to this socket, not to the session's sequence.
+                    frame::header(OpCode::Text, frames::PING.len(), None, &mut control);
+                    control.extend_from_slice(frames::PING);
                 }
             }
         }
     }
 
-    // Counted here, whatever path ended the loop (a slow consumer's stuck
-    // write ends by the grace timer, not by a drain).
-    if let Some(d) = outbound.closed_with() {
-        node.metrics.disconnect(d.code);
-    }
     // Let a command still in flight finish so its effects are undone below.
     if let Some(f) = in_flight.take() {
-        client = Some(f.await.0);
+        if let Outcome::Switched(resumed, resumed_generation) = f.await {
+            session = resumed;
+            generation = resumed_generation;
+        }
     }
-    if let Some(mut c) = client {
-        c.close().await;
+    if ending != Ending::Replaced {
+        match session.outbound().closed_with() {
+            // Counted here, whatever path ended the loop (a slow consumer's
+            // stuck write ends by the grace timer, not by a drain).
+            Some(d) => {
+                node.metrics.disconnect(d.code);
+                session.end().await;
+            }
+            None => session.detach(generation),
+        }
     }
     let _ = io.shutdown().await;
 }
 
-/// Closes the queue with `d` (with `tell`, the client first gets the
-/// `disconnect` push) and starts the grace period for the last writes.
-fn begin_close(outbound: &Outbound, d: Disconnect, tell: bool, closing: &mut Option<Instant>) {
-    let last = tell.then(|| frames::disconnect(&d));
-    outbound.close(d, last);
+/// Closes the session's queue with `d` (with `tell`, the client first gets
+/// the `disconnect` push) and starts the grace period for the last writes.
+fn begin_close(session: &Session, d: Disconnect, tell: bool, closing: &mut Option<Instant>) {
+    if tell {
+        session.close(d);
+    } else {
+        session.outbound().close(d, None);
+    }
     closing.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+}
+
+/// A `disconnect` push and the matching close frame, written by the socket
+/// itself (the session's queue stays open for a resume).
+fn encode_disconnect(d: &Disconnect, buf: &mut Vec<u8>) {
+    let push = frames::disconnect(d);
+    frame::header(OpCode::Text, push.len(), None, buf);
+    buf.extend_from_slice(&push);
+    frame::encode_close(d.code, &d.reason, buf);
 }
 
 /// Frames every queued JSON frame as a WebSocket text frame, in one buffer,
 /// after any pending control frames, and ends with a close frame if closing.
-fn encode_batch(batch: &VecDeque<Bytes>, control: &[u8], end: Option<&Disconnect>) -> Vec<u8> {
+fn encode_batch(batch: &[Numbered], control: &[u8], end: Option<&Disconnect>) -> Vec<u8> {
     let size: usize = batch
         .iter()
-        .map(|f| frame::header_len(f.len(), false) + f.len())
+        .map(|n| frame::header_len(n.frame.len(), false) + n.frame.len())
         .sum::<usize>()
         + control.len()
         + end.map_or(0, |d| 4 + d.reason.len());
     let mut buf = Vec::with_capacity(size);
     buf.extend_from_slice(control);
-    for f in batch {
-        frame::header(OpCode::Text, f.len(), None, &mut buf);
-        buf.extend_from_slice(f);
+    for n in batch {
+        frame::header(OpCode::Text, n.frame.len(), None, &mut buf);
+        buf.extend_from_slice(&n.frame);
     }
     if let Some(d) = end {
         let reason: String = d.reason.chars().take(100).collect();
@@ -489,10 +569,10 @@ async fn try_write_now<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Waits for the queue unless `now` says something is already there.
-async fn ready_or_now(outbound: &Outbound, now: bool) {
+/// Waits for the session's queue unless `now` says something is already there.
+async fn ready_or_now(session: &Session, now: bool) {
     if !now {
-        outbound.ready().await
+        session.ready().await
     }
 }
 
