@@ -1,9 +1,12 @@
-//! The HTTP edge: one router for the WebSocket endpoint, the server API,
-//! health, metrics and the JavaScript SDK. Handlers are thin: they parse, call the node, and
+//! The HTTP edge: one router for the transports (WebSocket, SSE,
+//! long-polling), the server API, health, metrics, the JavaScript SDK and
+//! the demo page. Handlers are thin: they parse, call the node, and
 //! shape JSON.
 
 pub mod api;
 pub mod assets;
+pub mod cors;
+pub mod demo;
 pub mod error;
 pub mod ops;
 pub mod origin;
@@ -11,25 +14,47 @@ pub mod origin;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
 
 use crate::node::Node;
+use crate::transport::{long_poll, send, sse, websocket};
 
 /// Every route of a node.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.client.max_data_size * 4 + 64 * 1024;
-    Router::new()
+    // The HTTP transports answer browsers on other origins (CORS).
+    let http_transports = Router::new()
+        .route("/connection/sse", get(sse::open).options(no_content))
         .route(
-            "/connection/websocket",
-            any(crate::transport::websocket::upgrade),
+            "/connection/send",
+            axum::routing::post(send::send).options(no_content),
         )
+        .route(
+            "/connection/poll",
+            axum::routing::post(long_poll::connect)
+                .get(long_poll::poll)
+                .options(no_content),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            cors::cors,
+        ));
+    Router::new()
+        .route("/connection/websocket", any(websocket::upgrade))
+        .merge(http_transports)
         .merge(api::router())
         .merge(ops::router())
         .merge(assets::router())
+        .merge(demo::router(&node))
         .fallback(|| async { not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
+}
+
+/// Preflights are answered by the CORS layer; this is never reached.
+async fn no_content() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
 }
 
 /// The answer for a path no route serves (JSON, code 104).

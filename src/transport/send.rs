@@ -1,0 +1,159 @@
+//! `POST /connection/send?session=…`: commands for a session whose frames
+//! flow over SSE or long-polling. The body is one command or a JSON array of
+//! commands, handled in order as if they had arrived on a WebSocket; their
+//! replies arrive on the stream or the next poll. The token must be the
+//! session user's.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::http_session::{body_limit, find, read_body, required, token};
+use crate::auth::TokenError;
+use crate::codes::ErrorCode;
+use crate::http::error::ApiError;
+use crate::node::Node;
+use crate::session::Handled;
+
+#[derive(Deserialize)]
+pub struct SendQuery {
+    session: Option<String>,
+    token: Option<String>,
+}
+
+/// Axum handler.
+pub async fn send(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(query): Query<SendQuery>,
+    body: Body,
+) -> Response {
+    let body = match read_body(body, body_limit(&node)).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    match handle(&node, &headers, query, &body).await {
+        Ok(accepted) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "accepted": accepted })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    query: SendQuery,
+    body: &[u8],
+) -> Result<usize, ApiError> {
+    let id = required(query.session, "session")?;
+    let token = token(headers, query.token.as_deref())?;
+    let claims = node.verifier.connection(&token).map_err(|e| match e {
+        TokenError::Expired => ApiError::new(ErrorCode::TokenExpired, "token expired"),
+        TokenError::Invalid(why) => ApiError::new(ErrorCode::Unauthorized, why),
+    })?;
+    let session = find(node, &id)?;
+    if session.user().is_none_or(|user| **user != *claims.sub) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "the session belongs to another user",
+        ));
+    }
+    let commands = split(body)?;
+    for command in &commands {
+        let text = command.get();
+        // Connecting is the opening request's job.
+        if is_connect(text) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`connect` is not accepted here: SSE and long-polling connect with their own request",
+            ));
+        }
+    }
+    for command in &commands {
+        if session.has_ended() {
+            return Err(ApiError::new(
+                ErrorCode::SessionNotFound,
+                "the session ended",
+            ));
+        }
+        if let Handled::Close(_) = session.handle_text(command.get()).await {
+            break;
+        }
+    }
+    Ok(commands.len())
+}
+
+/// The commands of a body: one object, or an array of objects.
+fn split(body: &[u8]) -> Result<Vec<Box<RawValue>>, ApiError> {
+    let bad = |why: String| ApiError::new(ErrorCode::BadRequest, why);
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{') => {
+            let one: Box<RawValue> =
+                serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+            Ok(vec![one])
+        }
+        Some(b'[') => {
+            let many: Vec<Box<RawValue>> =
+                serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+            if many.iter().any(|c| !c.get().starts_with('{')) {
+                return Err(bad(
+                    "every element of the array must be a command object".into()
+                ));
+            }
+            Ok(many)
+        }
+        _ => Err(bad(
+            "the body must be a command object or an array of command objects".into(),
+        )),
+    }
+}
+
+fn is_connect(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<&'a str>,
+    }
+    serde_json::from_str::<Kind>(text).is_ok_and(|k| k.kind == Some("connect"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_command_or_an_array_of_commands() {
+        assert_eq!(split(br#" {"id":1,"type":"ping"}"#).unwrap().len(), 1);
+        assert_eq!(
+            split(br#"[{"id":1,"type":"ping"},{"id":2,"type":"ping"}]"#)
+                .unwrap()
+                .len(),
+            2
+        );
+        for bad in [&b"[1]"[..], b"\"x\"", b"", b"{", b"[{}"] {
+            let e = split(bad).unwrap_err();
+            assert_eq!(
+                e.0.code,
+                ErrorCode::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn connect_is_recognised() {
+        assert!(is_connect(r#"{"id":1,"type":"connect","token":"x"}"#));
+        assert!(!is_connect(r#"{"id":1,"type":"subscribe"}"#));
+    }
+}

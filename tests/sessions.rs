@@ -1,0 +1,241 @@
+//! Sessions over WebSocket: a dropped socket leaves its session waiting for
+//! the grace period, and `connect` with `session` + `seq` resumes it with
+//! exactly the frames the client had not processed (see docs/protocol.md,
+//! "Sessions and transports"). SSE and long-polling: tests/http_transports.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{namespace, token, TestServer, Ws, WAIT};
+use serde_json::{json, Value};
+
+const FEED: &str = "feed:news";
+
+async fn server(tweak: impl FnOnce(&mut switchboard::config::Config)) -> TestServer {
+    TestServer::start_with(|c| {
+        c.namespaces.insert("feed".into(), namespace(|_| {}));
+        tweak(c);
+    })
+    .await
+}
+
+/// A connected client that counts the numbered frames it has processed
+/// (every frame but pings; `connected` is 1).
+struct Counted {
+    ws: Ws,
+    session: String,
+    seq: u64,
+}
+
+impl Counted {
+    async fn connect(server: &TestServer, user: &str) -> Counted {
+        let mut ws = Ws::open(&server.ws_url()).await;
+        let reply = ws.connect(&token(user)).await;
+        Counted {
+            ws,
+            session: reply["session"].as_str().unwrap().to_string(),
+            seq: 1,
+        }
+    }
+
+    /// The next frame, counted.
+    async fn next(&mut self) -> Value {
+        let v = self.ws.recv().await.expect("connection open");
+        self.seq += 1;
+        v
+    }
+
+    async fn subscribe(&mut self, channel: &str) {
+        self.ws
+            .send(json!({"type": "subscribe", "channel": channel}))
+            .await;
+        assert_eq!(self.next().await["type"], "subscribed");
+    }
+
+    /// The data of the next publication.
+    async fn publication(&mut self) -> Value {
+        let v = self.next().await;
+        assert_eq!(v["type"], "publication", "{v}");
+        v["data"].clone()
+    }
+}
+
+async fn publish(server: &TestServer, n: u64) {
+    let (status, body) = server
+        .api("publish", json!({"channel": FEED, "data": {"n": n}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Sends `connect` with `session` and `seq` on a new socket.
+async fn resume(server: &TestServer, user: &str, session: &str, seq: u64) -> (Ws, Value) {
+    let mut ws = Ws::open(&server.ws_url()).await;
+    let reply = ws
+        .call(json!({"type": "connect", "token": token(user), "session": session, "seq": seq}))
+        .await;
+    (ws, reply)
+}
+
+#[tokio::test]
+async fn a_resume_replays_exactly_what_the_client_missed_and_keeps_subscriptions() {
+    let server = server(|_| {}).await;
+    let mut client = Counted::connect(&server, "42").await;
+    client.subscribe(FEED).await;
+    for n in 1..=3 {
+        publish(&server, n).await;
+    }
+    // The client processed the first publication only, then lost the socket.
+    assert_eq!(client.publication().await, json!({"n": 1}));
+    let (session, seq) = (client.session.clone(), client.seq);
+    drop(client);
+    for n in 4..=5 {
+        publish(&server, n).await;
+    }
+
+    let (mut ws, reply) = resume(&server, "42", &session, seq).await;
+    assert_eq!(reply["type"], "connected", "{reply}");
+    assert_eq!(reply["resumed"], true);
+    assert_eq!(reply["session"], session.as_str());
+    // Frames 2 and 3 were written to the dead socket, 4 and 5 queued: all
+    // four arrive once, in order; the subscription is still live.
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let v = ws.recv().await.unwrap();
+        assert_eq!(v["type"], "publication", "{v}");
+        got.push(v["data"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(got, [2, 3, 4, 5]);
+    publish(&server, 6).await;
+    assert_eq!(ws.push("publication").await["data"], json!({"n": 6}));
+    ws.expect_silence(Duration::from_millis(200)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_an_unknown_session_is_114_and_the_socket_stays_usable() {
+    let server = server(|_| {}).await;
+    let (mut ws, reply) = resume(&server, "42", "no-such-session", 3).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], 114);
+    ws.connect(&token("42")).await;
+    ws.subscribe(FEED).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_users_token_cannot_resume_a_session() {
+    let server = server(|_| {}).await;
+    let client = Counted::connect(&server, "42").await;
+    let (session, seq) = (client.session.clone(), client.seq);
+    drop(client);
+    let (_ws, reply) = resume(&server, "intruder", &session, seq).await;
+    assert_eq!(reply["code"], 103, "{reply}");
+    // The owner still can.
+    let (_ws, reply) = resume(&server, "42", &session, seq).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_seq_from_the_future_is_115_and_ends_the_session() {
+    let server = server(|_| {}).await;
+    let client = Counted::connect(&server, "42").await;
+    let session = client.session.clone();
+    drop(client);
+    let (_ws, reply) = resume(&server, "42", &session, 99).await;
+    assert_eq!(reply["code"], 115, "{reply}");
+    let (_ws, reply) = resume(&server, "42", &session, 1).await;
+    assert_eq!(reply["code"], 114, "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_without_seq_is_a_bad_request() {
+    let server = server(|_| {}).await;
+    let mut ws = Ws::open(&server.ws_url()).await;
+    let reply = ws
+        .call(json!({"type": "connect", "token": token("42"), "session": "x"}))
+        .await;
+    assert_eq!(reply["code"], 107, "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("seq"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_takes_the_session_over_from_a_socket_that_is_still_open() {
+    let server = server(|_| {}).await;
+    let mut old = Counted::connect(&server, "42").await;
+    old.subscribe(FEED).await;
+    let (session, seq) = (old.session.clone(), old.seq);
+    let (mut new, reply) = resume(&server, "42", &session, seq).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    publish(&server, 1).await;
+    assert_eq!(new.push("publication").await["data"], json!({"n": 1}));
+    // The old socket is closed with 3000 and gets nothing more.
+    let (disconnect, code) = old.ws.closed().await;
+    assert_eq!(code, Some(3000));
+    assert!(disconnect.is_none(), "{disconnect:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_grace_period_the_session_is_gone() {
+    let server = server(|c| c.client.session_grace = Duration::from_millis(300)).await;
+    let mut client = Counted::connect(&server, "42").await;
+    client.subscribe(FEED).await;
+    let (_, channels) = server.api("channels", json!({})).await;
+    assert!(
+        channels["result"]["channels"].get(FEED).is_some(),
+        "{channels}"
+    );
+    let (session, seq) = (client.session.clone(), client.seq);
+    drop(client);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (ws, reply) = resume(&server, "42", &session, seq).await;
+        if reply["code"] == 114 {
+            break;
+        }
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session never expired"
+        );
+        // Resuming re-attached it; drop again and let the grace run out.
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Its subscription went with it (the session ends just after it leaves
+    // the registry).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, channels) = server.api("channels", json!({})).await;
+        if channels["result"]["channels"].get(FEED).is_none() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{channels}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resumed_session_can_be_resumed_again_from_the_new_seq() {
+    let server = server(|_| {}).await;
+    let mut client = Counted::connect(&server, "42").await;
+    client.subscribe(FEED).await;
+    publish(&server, 1).await;
+    client.publication().await;
+    let (session, mut seq) = (client.session.clone(), client.seq);
+    drop(client);
+    for round in 2..=4 {
+        publish(&server, round).await;
+        let (mut ws, reply) = resume(&server, "42", &session, seq).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        let v = ws.recv().await.unwrap();
+        assert_eq!(v["data"], json!({"n": round}), "{v}");
+        seq += 1;
+    }
+    server.stop().await;
+}
