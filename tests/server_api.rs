@@ -530,6 +530,8 @@ async fn metrics_expose_connections_publications_and_command_latency() {
     let text = resp.text().await.unwrap();
     let has = |line: &str| text.lines().any(|l| l == line);
     assert!(has("switchboard_connections 1"), "{text}");
+    assert!(has("switchboard_sessions 1"), "{text}");
+    assert!(has("switchboard_sessions_detached 0"), "{text}");
     assert!(has("switchboard_publications_total 2"), "{text}");
     assert!(
         has(r#"switchboard_command_duration_seconds_count{command="publish"} 2"#),

@@ -1,6 +1,7 @@
 //! The demo chat page at `GET /` (built on the SDK at `/client.js`) and, in
-//! dev mode only, `GET /demo/token?name=…`, which mints a connection token
-//! for a new user with `{"name": …}` as its info.
+//! dev mode only, `GET /demo/token?name=…[&user=demo-…]`, which mints a
+//! connection token for a new demo user (or the given one, so a page can
+//! refresh its token) with `{"name": …}` as its info.
 
 use std::sync::Arc;
 
@@ -39,16 +40,18 @@ pub fn router(node: &Node) -> Router<Arc<Node>> {
 #[derive(Deserialize)]
 struct TokenQuery {
     name: Option<String>,
+    user: Option<String>,
 }
 
 async fn token(State(node): State<Arc<Node>>, Query(query): Query<TokenQuery>) -> Response {
-    match mint(&node, query.name.as_deref().unwrap_or("").trim()) {
+    let name = query.name.as_deref().unwrap_or("").trim();
+    match mint(&node, name, query.user.as_deref()) {
         Ok(body) => Json(body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-fn mint(node: &Node, name: &str) -> Result<serde_json::Value, ApiError> {
+fn mint(node: &Node, name: &str, user: Option<&str>) -> Result<serde_json::Value, ApiError> {
     let count = name.chars().count();
     if count == 0 || count > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::new(
@@ -62,7 +65,16 @@ fn mint(node: &Node, name: &str) -> Result<serde_json::Value, ApiError> {
         .hmac_secret
         .as_deref()
         .ok_or_else(|| ApiError::new(ErrorCode::NotAvailable, "no HMAC secret configured"))?;
-    let user = format!("demo-{}", crate::random::token(6));
+    let user = match user {
+        Some(user) if is_demo_user(user) => user.to_string(),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`user` must be a demo user id from an earlier token (`demo-…`)",
+            ))
+        }
+        None => format!("demo-{}", crate::random::token(6)),
+    };
     let info = RawJson::from_string(serde_json::json!({ "name": name }).to_string())
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let claims = ConnectionClaims {
@@ -75,4 +87,28 @@ fn mint(node: &Node, name: &str) -> Result<serde_json::Value, ApiError> {
     let token = mint_hs256(secret, &claims)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     Ok(serde_json::json!({ "token": token, "user": user }))
+}
+
+/// Demo user ids are `demo-` and up to 16 base64url characters.
+fn is_demo_user(user: &str) -> bool {
+    user.strip_prefix("demo-").is_some_and(|rest| {
+        (1..=16).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_demo_user_ids_may_be_kept() {
+        assert!(is_demo_user("demo-abcDEF12"));
+        assert!(!is_demo_user("demo-"));
+        assert!(!is_demo_user("42"));
+        assert!(!is_demo_user("demo-a b"));
+        assert!(!is_demo_user("demo-aaaaaaaaaaaaaaaaa"));
+    }
 }

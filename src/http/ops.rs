@@ -32,7 +32,18 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let (clients, users) = node.hub.connection_stats();
     let channels = node.hub.channels().len() as u64;
+    let (sessions, detached) = node.sessions.stats();
     let text = node.metrics.render(&[
+        (
+            "sessions",
+            "Connected sessions on this node (any transport).",
+            sessions as u64,
+        ),
+        (
+            "sessions_detached",
+            "Sessions waiting for a resume (no transport attached).",
+            detached as u64,
+        ),
         (
             "connections",
             "Authenticated connections on this node.",

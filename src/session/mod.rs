@@ -314,8 +314,12 @@ impl Session {
         if self.ended.load(Relaxed) {
             return;
         }
-        let session = self.clone();
-        tokio::spawn(async move { session.end().await });
+        // Outside a runtime (a drop while the process exits) there is
+        // nothing left to undo.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let session = self.clone();
+            runtime.spawn(async move { session.end().await });
+        }
     }
 
     /// Whether the session has ended.
