@@ -215,6 +215,9 @@ impl Client {
                 return Flow::Continue;
             }
         };
+        if command == Command::Disconnect {
+            return Flow::Close(DisconnectCode::Normal.into());
+        }
         let kind = command.kind();
         let started = Instant::now();
         let result = self.handle(id, command).await;
@@ -373,6 +376,7 @@ impl Client {
             }
             Command::Refresh { token } => self.refresh(id, &token).map(Some),
             Command::Ping => Ok(Some(frames::pong(id))),
+            Command::Disconnect => unreachable!("handled in handle_text"),
         }
     }
 

@@ -231,13 +231,16 @@ impl Node {
             .publish(channel, ChannelEvent::Presence { frame });
     }
 
-    /// Disconnects every connection of `user`; returns how many.
-    pub fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
+    /// Disconnects every connection of `user`; returns how many. Sessions
+    /// without a transport leave presence and channels at once (see
+    /// [`SessionRegistry::sweep`]).
+    pub async fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
         let connections = self.hub.connections(Some(user));
         for c in &connections {
             c.outbound
                 .close(disconnect.clone(), Some(frames::disconnect(&disconnect)));
         }
+        self.sessions.sweep(self.config.client.session_grace).await;
         connections.len()
     }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{namespace, token, TestServer, Ws, WAIT};
+use common::{keys, namespace, token, TestServer, Ws, WAIT};
 use serde_json::{json, Value};
 
 const FEED: &str = "feed:news";
@@ -237,5 +237,97 @@ async fn a_resumed_session_can_be_resumed_again_from_the_new_seq() {
         assert_eq!(v["data"], json!({"n": round}), "{v}");
         seq += 1;
     }
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ ending on purpose
+
+#[tokio::test]
+async fn api_disconnect_releases_a_detached_session_at_once() {
+    let server = server(|_| {}).await;
+    let mut client = Counted::connect(&server, "42").await;
+    client.subscribe("chat:room").await;
+    let (session, seq) = (client.session.clone(), client.seq);
+    drop(client);
+    let (status, body) = server
+        .api("disconnect", json!({"user": "42", "code": 3000}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Nobody was there to read the disconnect, but the user is gone from
+    // presence already (the grace period is a minute).
+    let (_, presence) = server
+        .api("presence", json!({"channel": "chat:room"}))
+        .await;
+    assert_eq!(presence["result"]["clients"], json!({}), "{presence}");
+    // A resume still learns why, then the session is over.
+    let (mut ws, reply) = resume(&server, "42", &session, seq).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let (disconnect, code) = ws.closed().await;
+    assert_eq!(disconnect.unwrap()["code"], 3000);
+    assert_eq!(code, Some(3000));
+    let (_ws, reply) = resume(&server, "42", &session, seq).await;
+    assert_eq!(reply["code"], 114, "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_disconnect_command_ends_the_session_over_a_websocket() {
+    let server = server(|_| {}).await;
+    let mut client = Counted::connect(&server, "42").await;
+    client.subscribe("chat:room").await;
+    let session = client.session.clone();
+    client.ws.send(json!({"type": "disconnect"})).await;
+    let (disconnect, code) = client.ws.closed().await;
+    assert_eq!(disconnect.unwrap()["code"], 3000);
+    assert_eq!(code, Some(3000));
+    let (_ws, reply) = resume(&server, "42", &session, client.seq + 1).await;
+    assert_eq!(reply["code"], 114, "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_disconnect_command_through_send_ends_a_polling_session_at_once() {
+    let server = server(|_| {}).await;
+    let http = reqwest::Client::new();
+    let connected: Value = http
+        .post(server.http("/connection/poll"))
+        .json(&json!({"token": token("42")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = connected["session"].as_str().unwrap().to_string();
+    let send = |body: Value| {
+        http.post(server.http(&format!("/connection/send?session={session}")))
+            .bearer_auth(token("42"))
+            .json(&body)
+            .send()
+    };
+    let resp = send(json!({"id": 1, "type": "subscribe", "channel": "chat:room"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let (_, presence) = server
+        .api("presence", json!({"channel": "chat:room"}))
+        .await;
+    assert_eq!(keys(&presence["result"]["clients"]).len(), 1, "{presence}");
+
+    // Between polls (detached), the command ends the session right away.
+    let resp = send(json!([{"id": 2, "type": "disconnect"}]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let (_, presence) = server
+        .api("presence", json!({"channel": "chat:room"}))
+        .await;
+    assert_eq!(presence["result"]["clients"], json!({}), "{presence}");
+    let poll = http
+        .get(server.http(&format!("/connection/poll?session={session}&cursor=1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status().as_u16(), 404);
     server.stop().await;
 }

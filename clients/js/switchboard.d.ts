@@ -1,5 +1,6 @@
 // TypeScript declarations for the Switchboard JavaScript client
-// (switchboard.js). Protocol: docs/protocol.md.
+// (switchboard.js). Protocol: docs/protocol.md (sessions and the three
+// transports: "Sessions and transports").
 
 /** A place in a channel's stream. */
 export interface StreamPosition {
@@ -49,10 +50,17 @@ export interface UnsubscribedEvent {
 
 export type State = 'disconnected' | 'connecting' | 'connected';
 
+/** The built-in transports, best first. */
+export type TransportName = 'websocket' | 'sse' | 'long-polling';
+
 export type StateEvent =
-  /** Connecting, or reconnecting after a drop (then with its code and reason). */
+  /** Connecting, or reconnecting after a drop (then with its code and reason:
+   * e.g. 1006, 2 heartbeat timeout, 114 the session was gone). */
   | { state: 'connecting'; code?: number; reason?: string }
-  | { state: 'connected'; transport: string; client: string; user: string }
+  /** Connected; again (state stays 'connected') when the client moved up to
+   * a better transport. `resumed`: the session was resumed (its
+   * subscriptions kept, what was missed replayed), not created. */
+  | { state: 'connected'; transport: TransportName | string; client: string; user: string; resumed: boolean }
   /** Stopped: disconnect() was called (code 0), or the server said not to
    * reconnect (3500–3999: the code of docs/protocol.md). */
   | { state: 'disconnected'; code: number; reason: string };
@@ -91,27 +99,64 @@ export declare class Emitter<Events extends Record<string, unknown[]> = Record<s
   emit<K extends keyof Events & string>(event: K, ...args: Events[K]): boolean;
 }
 
-/** The interface a transport implements (WebSocket now; SSE and
- * long-polling plug in the same way). */
+/** The `connect` command a transport delivers: with `session` and `seq`
+ * to resume a session. */
+export interface ConnectCommand {
+  id: number;
+  type: 'connect';
+  token: string;
+  session?: string;
+  seq?: number;
+}
+
+/** What the client gives a transport to report to. */
+export interface TransportEvents {
+  /** A frame received. `seq`: its number when the transport carries it (SSE
+   * ids, long-poll cursors), null for an unnumbered frame, undefined to let
+   * the client count (WebSocket). */
+  onFrame(frame: Record<string, unknown>, seq?: number | null): void;
+  /** The transport ended or failed to open (once; never after close()). */
+  onClose(event: { code: number; reason: string }): void;
+  /** Bytes arrived (keep-alive comments, empty polls): the connection lives. */
+  onAlive?(): void;
+  /** The server took these commands (their replies will come). */
+  onAccepted?(frames: Record<string, unknown>[]): void;
+  /** The server no longer has the session (114, 115). */
+  onSessionLost?(event: { code: number; reason: string }): void;
+  /** The current connection token. */
+  token?(): string | null;
+  /** Fetches a new token with getToken (after a 401 from the server). */
+  renewToken?(): Promise<string>;
+}
+
+/** The interface a transport implements (the built-in ones and custom
+ * classes passed in `transports`). */
 export interface Transport {
   readonly name: string;
   /** Delivers the `connect` command the transport's way, then reports every
-   * frame received (replies, the `connected` reply included, and pushes)
-   * and, once, the end of the transport (never after close()). */
-  open(
-    connect: { id: number; type: 'connect'; token: string },
-    events: {
-      onFrame(frame: Record<string, unknown>): void;
-      onClose(event: { code: number; reason: string }): void;
-    },
-  ): void;
+   * frame received (replies, the `connected` reply included with the
+   * connect command's id, and pushes) and, once, the end of the transport
+   * (never after close()). */
+  open(connect: ConnectCommand, events: TransportEvents): void;
   /** Sends commands in order; false when they could not be sent. */
   send(frames: Record<string, unknown>[]): boolean | void;
-  close(): void;
+  /** Ends it. `deliberate` (disconnect()) ends the session on the server
+   * where the transport can say so (a WebSocket close frame). */
+  close(deliberate?: boolean): void;
+  /** A plain connect on the same transport after a refused resume (114/115). */
+  reconnect?(connect: ConnectCommand): void;
+  /** Whether it can open at all (used before moving a session up to it). */
+  probe?(timeoutMs: number): Promise<boolean>;
+  /** Resolves when nothing is being sent (before a session moves away). */
+  drain?(): Promise<void>;
+  /** Silence in ms that is normal for it (before pingMargin is added). */
+  idleLimit?(pingMs: number): number;
 }
 
 export interface TransportConstructor {
   new (baseUrl: string, options: SwitchboardOptions): Transport;
+  /** The name it is remembered by (default: the class name). */
+  transportName?: string;
 }
 
 export interface WebSocketConstructorLike {
@@ -148,9 +193,28 @@ export interface SwitchboardOptions {
   refreshMargin?: number;
   /** Connect on construction (on the next microtask). Default true. */
   autoConnect?: boolean;
-  /** Transports in order of preference: names from Switchboard.transports or
-   * classes. Default ['websocket']. */
-  transports?: Array<string | TransportConstructor>;
+  /** The transport ladder, best first: names from Switchboard.transports or
+   * classes. Default ['websocket', 'sse', 'long-polling']. One that fails
+   * before `connected` (refused, no answer within `timeout`, SSE buffered)
+   * makes the client try the next at once; the one that worked is
+   * remembered per URL (localStorage in browsers) and tried first next time.
+   * A single name forces that transport. */
+  transports?: Array<TransportName | string | TransportConstructor>;
+  /** An SSE stream that delivers no event within this many ms counts as
+   * failed (a buffering proxy). Default 5000. */
+  sseTimeout?: number;
+  /** On a lower transport, try to move up this often (ms; also when the page
+   * is shown again). 0 turns it off. Default 60000. */
+  upgradeInterval?: number;
+  /** Long-polling on a hidden page waits this many ms between polls (shown
+   * again, it polls at once). Default 2000. */
+  hiddenPollDelay?: number;
+  /** The server's long-poll hold in ms (`client.poll_hold`), for the
+   * heartbeat watchdog. Default 25000. */
+  pollHold?: number;
+  /** The fetch implementation for SSE and long-polling. Default
+   * globalThis.fetch. */
+  fetch?: typeof globalThis.fetch;
 }
 
 export interface SubscribeOptions<T = unknown> {
@@ -223,19 +287,22 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
   /** This connection's client id, when connected. */
   readonly client: string | null;
   readonly user: string | null;
-  /** The transport in use ('websocket'), when connected. */
-  readonly transport: string | null;
+  /** The transport in use ('websocket' | 'sse' | 'long-polling'), when connected. */
+  readonly transport: TransportName | string | null;
+  /** The session id while it can be resumed (also between transports), or null. */
+  readonly session: string | null;
   /** Connects, and keeps reconnecting until disconnect() or a disconnect
    * that forbids it. Does nothing when already started. */
   connect(): void;
-  /** Closes and stops reconnecting. Subscriptions and unsent publishes are
-   * kept for the next connect(); pending reads are rejected. */
+  /** Closes (ending the session) and stops reconnecting. Subscriptions and
+   * unsent publishes are kept for the next connect(); pending reads are
+   * rejected. */
   disconnect(): void;
   /** Subscribes now, or as soon as connected. Throws (code 105) when a
    * subscription to `channel` exists. */
   subscribe<T = unknown>(channel: string, options?: SubscribeOptions<T>): Subscription<T>;
   getSubscription(channel: string): Subscription | null;
-  /** Transports by name. */
+  /** Transports by name: 'websocket', 'sse', 'long-polling'. */
   static transports: Record<string, TransportConstructor>;
 }
 
@@ -243,10 +310,57 @@ export declare class WebSocketTransport implements Transport {
   constructor(baseUrl: string, options?: SwitchboardOptions);
   readonly name: 'websocket';
   readonly url: string;
-  open(connect: { id: number; type: 'connect'; token: string }, events: Parameters<Transport['open']>[1]): void;
+  open(connect: ConnectCommand, events: TransportEvents): void;
+  send(frames: Record<string, unknown>[]): boolean;
+  close(deliberate?: boolean): void;
+  reconnect(connect: ConnectCommand): void;
+  probe(timeoutMs?: number): Promise<boolean>;
+}
+
+/** Server-Sent Events over fetch with a streaming body: GET /connection/sse,
+ * commands through POST /connection/send. */
+export declare class SseTransport implements Transport {
+  constructor(baseUrl: string, options?: SwitchboardOptions);
+  readonly name: 'sse';
+  readonly url: string;
+  open(connect: ConnectCommand, events: TransportEvents): void;
   send(frames: Record<string, unknown>[]): boolean;
   close(): void;
+  reconnect(connect: ConnectCommand): void;
+  drain(): Promise<void>;
 }
+
+/** Long-polling: POST /connection/poll to connect, GET /connection/poll
+ * with the cursor in a loop, commands through POST /connection/send. */
+export declare class LongPollTransport implements Transport {
+  constructor(baseUrl: string, options?: SwitchboardOptions);
+  readonly name: 'long-polling';
+  readonly url: string;
+  open(connect: ConnectCommand, events: TransportEvents): void;
+  send(frames: Record<string, unknown>[]): boolean;
+  close(): void;
+  reconnect(connect: ConnectCommand): void;
+  drain(): Promise<void>;
+  idleLimit(pingMs: number): number;
+}
+
+/** An incremental `text/event-stream` parser: feed text in chunks split
+ * anywhere; get the completed events. */
+export declare class SseParser {
+  constructor();
+  /** The last `id:` seen. */
+  readonly lastEventId: string;
+  /** The last valid `retry:` in ms. */
+  readonly retry: number | undefined;
+  feed(text: string): Array<{ data: string; event: string; id?: string }>;
+}
+
+/** The seq of an SSE event id `<session>.<seq>`, or null. */
+export declare function sseSeq(id: string | undefined): number | null;
+
+/** The http(s) URL of `path` (e.g. '/connection/sse') on a server given by
+ * its base URL. */
+export declare function httpUrl(base: string, path: string): string;
 
 /** The delay in ms before reconnect attempt `attempt` (0-based): uniform in
  * [min, min(max, min·2^(attempt+1))]. */

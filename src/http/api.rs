@@ -242,7 +242,7 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
                 }),
                 reconnect: code < 3500,
             };
-            let n = node.disconnect_user(&b.user, disconnect);
+            let n = node.disconnect_user(&b.user, disconnect).await;
             Ok(json!({ "disconnected": n }))
         }
         "info" => {

@@ -51,6 +51,9 @@ pub enum Command {
     },
     /// A client-initiated ping (answered with `pong` carrying the id).
     Ping,
+    /// The client ends its session on purpose (what a WebSocket close frame
+    /// does; SSE and long-poll clients send this through `/connection/send`).
+    Disconnect,
 }
 
 impl Command {
@@ -66,11 +69,12 @@ impl Command {
             Command::History { .. } => "history",
             Command::Refresh { .. } => "refresh",
             Command::Ping => "ping",
+            Command::Disconnect => "disconnect",
         }
     }
 
     /// Every command type, for metrics labels.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "connect",
         "subscribe",
         "unsubscribe",
@@ -80,6 +84,7 @@ impl Command {
         "history",
         "refresh",
         "ping",
+        "disconnect",
     ];
 }
 
@@ -207,6 +212,7 @@ pub fn parse(text: &str) -> Result<Incoming, Rejected> {
             token: required(raw.token, "token").map_err(fail)?,
         },
         "ping" => Command::Ping,
+        "disconnect" => Command::Disconnect,
         other => {
             return Err(fail(CommandError::with(
                 ErrorCode::UnknownCommand,

@@ -66,6 +66,8 @@ pub struct Session {
     /// Token expiry (Unix seconds, 0 = none), readable without the client lock.
     expires: AtomicU64,
     ended: AtomicBool,
+    /// Subscriptions, presence and the hub entry are gone.
+    released: AtomicBool,
 }
 
 struct State {
@@ -97,6 +99,7 @@ impl Session {
             user: OnceLock::new(),
             expires: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            released: AtomicBool::new(false),
         })
     }
 
@@ -302,11 +305,19 @@ impl Session {
             self.outbound
                 .close(crate::codes::DisconnectCode::Normal.into(), None);
         }
-        self.client.lock().await.close().await;
+        self.release().await;
         // Free the log now; the Arc may live on in a transport for a while.
         let mut state = self.lock();
         state.log = Log::new();
         state.attached = None;
+    }
+
+    /// Undoes the client's subscriptions, presence and hub entry (once),
+    /// while the session itself may still hand its last frames to a resume.
+    pub async fn release(&self) {
+        if !self.released.swap(true, Relaxed) {
+            self.client.lock().await.close().await;
+        }
     }
 
     /// [`Session::end`] from a place that cannot wait (a drop).

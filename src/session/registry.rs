@@ -73,16 +73,23 @@ impl SessionRegistry {
     }
 
     /// Ends every session that has been without a transport for `grace`.
+    /// One without a transport whose queue was closed (`/api/disconnect`, a
+    /// slow-consumer overflow) is released at once: its user leaves
+    /// presence and channels now, and a resume within the grace period
+    /// still gets its last frames and the `disconnect`.
     pub async fn sweep(&self, grace: Duration) -> usize {
-        let expired: Vec<Arc<Session>> = self
-            .all()
-            .into_iter()
-            .filter(|s| s.detached_for().is_some_and(|d| d >= grace))
-            .collect();
-        for session in &expired {
-            session.end().await;
+        let mut ended = 0;
+        for session in self.all() {
+            match session.detached_for() {
+                Some(d) if d >= grace => {
+                    session.end().await;
+                    ended += 1;
+                }
+                Some(_) if session.outbound().is_closed() => session.release().await,
+                _ => {}
+            }
         }
-        expired.len()
+        ended
     }
 
     /// Ends every session without a transport (shutdown).

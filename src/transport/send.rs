@@ -86,6 +86,10 @@ async fn handle(
             ));
         }
         if let Handled::Close(_) = session.handle_text(command.get()).await {
+            // Between polls nobody will take the last frames: end now.
+            if session.detached_for().is_some() {
+                session.end().await;
+            }
             break;
         }
     }

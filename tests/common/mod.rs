@@ -451,3 +451,4 @@ pub async fn assert_alive(ws: &mut Ws) {
     let id = ws.send(json!({"type": "ping"})).await;
     assert_eq!(ws.reply(id).await, json!({"id": id, "type": "pong"}));
 }
+pub mod sse;

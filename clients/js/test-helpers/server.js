@@ -1,5 +1,6 @@
 // Test helpers: a real `switchboard serve` process, HS256 tokens, the server
-// API, and waiting for conditions with a deadline.
+// API, waiting for conditions with a deadline, and a proxy that plays the
+// network in between (cuts, refused upgrades, buffering).
 //
 // The binary: $SWITCHBOARD_BIN, else ../../target/debug/switchboard relative
 // to clients/js (build it with `cargo build` at the repository root).
@@ -7,7 +8,8 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
+import { connect as connectTcp, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -186,4 +188,121 @@ export function record(sb) {
 /** Waits until `sb` is connected; returns the state event. */
 export function connected(sb, options = {}) {
   return waitFor(() => sb.state === 'connected' && sb.client, { message: 'connected', ...options });
+}
+
+/**
+ * An HTTP proxy in front of a server, to play the network between the
+ * client and the server: cut every connection (`cut()`), refuse new ones
+ * (`hold = true`), refuse WebSocket upgrades (`refuseWebSocket = true`, as a
+ * proxy without WebSocket support does), or hold back SSE responses until
+ * they end (`bufferSse = true`, as a buffering proxy does).
+ */
+export class Proxy {
+  static async start(target) {
+    const proxy = new Proxy(target);
+    await proxy._listen();
+    return proxy;
+  }
+
+  constructor(target) {
+    this.target = new URL(target);
+    this.refuseWebSocket = false;
+    this.bufferSse = false;
+    this.hold = false;
+    this.stats = { upgrades: 0, refusedUpgrades: 0, requests: 0, sse: 0, polls: 0, sends: 0 };
+    this._sockets = new Set();
+    this._server = createHttpServer((req, res) => this._request(req, res));
+    this._server.on('upgrade', (req, socket, head) => this._upgrade(req, socket, head));
+    this._server.on('connection', (socket) => {
+      if (this.hold) {
+        socket.destroy();
+        return;
+      }
+      this._track(socket);
+    });
+  }
+
+  async _listen() {
+    await new Promise((done, fail) => {
+      this._server.once('error', fail);
+      this._server.listen(0, '127.0.0.1', done);
+    });
+    this.port = this._server.address().port;
+    this.url = `http://127.0.0.1:${this.port}`;
+  }
+
+  _track(socket) {
+    this._sockets.add(socket);
+    socket.on('close', () => this._sockets.delete(socket));
+    socket.on('error', () => {});
+  }
+
+  _request(req, res) {
+    this.stats.requests++;
+    const path = req.url || '';
+    if (path.startsWith('/connection/sse')) this.stats.sse++;
+    if (path.startsWith('/connection/poll')) this.stats.polls++;
+    if (path.startsWith('/connection/send')) this.stats.sends++;
+    const buffer = this.bufferSse && path.startsWith('/connection/sse');
+    const upstream = httpRequest(
+      {
+        host: this.target.hostname,
+        port: this.target.port,
+        method: req.method,
+        path,
+        headers: req.headers,
+      },
+      (up) => {
+        if (buffer) {
+          // Nothing reaches the client until the response is complete.
+          const chunks = [];
+          up.on('data', (c) => chunks.push(c));
+          up.on('end', () => {
+            res.writeHead(up.statusCode, up.headers);
+            res.end(Buffer.concat(chunks));
+          });
+        } else {
+          res.writeHead(up.statusCode, up.headers);
+          res.flushHeaders();
+          up.pipe(res);
+        }
+        up.on('error', () => res.destroy());
+      },
+    );
+    upstream.on('socket', (s) => this._track(s));
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  }
+
+  _upgrade(req, socket, head) {
+    this.stats.upgrades++;
+    if (this.refuseWebSocket) {
+      this.stats.refusedUpgrades++;
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    const upstream = connectTcp(Number(this.target.port), this.target.hostname, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      upstream.write(lines.join('\r\n') + '\r\n\r\n');
+      if (head && head.length) upstream.write(head);
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+    });
+    this._track(upstream);
+    upstream.on('close', () => socket.destroy());
+    socket.on('close', () => upstream.destroy());
+  }
+
+  /** Drops every connection through the proxy, both ways, at once. */
+  cut() {
+    for (const socket of this._sockets) socket.destroy();
+    this._sockets.clear();
+  }
+
+  async stop() {
+    this.cut();
+    await new Promise((done) => this._server.close(() => done()));
+  }
 }

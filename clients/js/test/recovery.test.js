@@ -23,6 +23,9 @@ function client(server, user, options = {}) {
     getToken: async () => token(user),
     backoff: { min: 20, max: 200 },
     timeout: 3000,
+    // These tests are about the WebSocket transport (the gate below only
+    // covers it); the other transports have their own tests.
+    transports: ['websocket'],
     ...options,
   });
   clients.push(sb);
@@ -140,7 +143,12 @@ test('answers pings; a connection that goes silent is closed and replaced (heart
   } finally {
     server.signal('SIGCONT');
   }
-  await waitFor(() => sb.state === 'connected' && sb.client !== first, { message: 'a new connection' });
+  // A new socket resumes the session (the old one only detached: no close
+  // frame reached the server), so the client id stays.
+  const again = await waitFor(() => log.states.filter((s) => s.state === 'connected')[1], { message: 'a new connection' });
+  assert.equal(again.transport, 'websocket');
+  assert.equal(again.resumed, true);
+  assert.equal(sb.client, first);
   const room = sb.subscribe('chat:after_freeze');
   assert.equal((await room.publish({ ok: 1 })).offset, 1);
 });

@@ -1,7 +1,7 @@
 // Client logic without a server: the pure functions, and the client driven
-// through a scripted transport (the same interface SSE and long-polling
-// will implement), for cases a correct server never produces (duplicates,
-// silence) and exact wire order.
+// through a scripted transport (the interface the WebSocket, SSE and
+// long-polling transports implement), for cases a correct server never
+// produces (duplicates, silence) and exact wire order.
 
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
