@@ -459,6 +459,13 @@ impl Client {
         // publications are queued (see hub::subscriber).
         let subscriber = Subscriber::gated(self.id, self.outbound.clone());
         self.node.hub.subscribe(&channel, subscriber.clone());
+        if let Err(e) = self.node.broker.watch(&channel).await {
+            tracing::error!("broker watch {channel}: {e}");
+            if self.node.hub.unsubscribe(&channel, self.id) {
+                self.node.broker.unwatch(&channel);
+            }
+            return Err(CommandError::with(ErrorCode::Internal, "broker unavailable").into());
+        }
         let recovering = since.is_some();
         let query = HistoryQuery {
             since,
@@ -472,7 +479,9 @@ impl Client {
         let page = match self.node.history(&channel, &ns, query).await {
             Ok(page) => page,
             Err(e) => {
-                self.node.hub.unsubscribe(&channel, self.id);
+                if self.node.hub.unsubscribe(&channel, self.id) {
+                    self.node.broker.unwatch(&channel);
+                }
                 return Err(e.into());
             }
         };
@@ -573,7 +582,9 @@ impl Client {
         let Some((channel, sub)) = self.subscriptions.remove_entry(channel) else {
             return;
         };
-        self.node.hub.unsubscribe(&channel, self.id);
+        if self.node.hub.unsubscribe(&channel, self.id) {
+            self.node.broker.unwatch(&channel);
+        }
         self.node.metrics.subscriptions.fetch_sub(1, Relaxed);
         if sub.presence {
             if let Err(e) = self.node.presence.remove(&channel, self.id).await {

@@ -45,6 +45,10 @@ struct LocalDelivery {
 }
 
 impl EventSink for LocalDelivery {
+    fn has_subscribers(&self, channel: &str) -> bool {
+        self.hub.has_subscribers(channel)
+    }
+
     fn deliver(&self, channel: &str, event: ChannelEvent) {
         let fan_out = match &event {
             ChannelEvent::Publication {
@@ -183,8 +187,35 @@ impl Node {
         } else {
             None
         };
-        let broker = self.broker.clone();
         let (tx, rx) = oneshot::channel();
+        let mut request = request;
+        let mut done: crate::history::AppendDone = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        if !ns.persist && self.broker.publishes_on_append() {
+            // The broker's own history: append and publish in one step
+            // where it can (Redis).
+            let template = frames::publication_template(
+                &channel,
+                &crate::stream::Publication {
+                    offset: 0,
+                    data: request.data.clone(),
+                    info: request.info.clone(),
+                    time: crate::stream::now_millis(),
+                },
+            );
+            match self
+                .broker
+                .append_and_publish(request, template, exclude, done)
+            {
+                Ok(()) => return self.published(rx).await,
+                Err((r, d)) => {
+                    request = r;
+                    done = d;
+                }
+            }
+        }
+        let broker = self.broker.clone();
         self.history_of(ns).append(
             request,
             Box::new(move |result| {
@@ -199,9 +230,17 @@ impl Node {
                         },
                     );
                 }
-                let _ = tx.send(result);
+                done(result);
             }),
         );
+        self.published(rx).await
+    }
+
+    /// Waits for an append's outcome and counts it.
+    async fn published(
+        &self,
+        rx: oneshot::Receiver<Result<AppendOutcome, HistoryError>>,
+    ) -> Result<StreamPosition, CommandError> {
         let outcome = rx
             .await
             .map_err(|_| internal("history dropped the append"))?

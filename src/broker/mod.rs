@@ -10,8 +10,9 @@ pub mod memory_history;
 
 use bytes::Bytes;
 
-use crate::history::History;
+use crate::history::{AppendDone, BoxFuture, History};
 use crate::hub::ClientId;
+use crate::stream::AppendRequest;
 
 pub use memory::MemoryBroker;
 pub use memory_history::MemoryHistory;
@@ -33,6 +34,43 @@ pub enum ChannelEvent {
 /// Where a broker delivers events on this node (the hub, with metrics).
 pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, channel: &str, event: ChannelEvent);
+
+    /// Whether this node has subscribers of `channel` (a broker that
+    /// subscribes per channel checks before it lets one go).
+    fn has_subscribers(&self, _channel: &str) -> bool {
+        true
+    }
+}
+
+/// Why the broker could not do something.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Renders a publication frame once its offset and epoch are known:
+/// `head` + offset + `,"epoch":"` + epoch + `tail` (see
+/// `protocol::frames::publication_template`). A broker whose history lives
+/// elsewhere (Redis) can build the frame where the offset is assigned.
+#[derive(Debug, Clone)]
+pub struct FrameTemplate {
+    pub head: Bytes,
+    pub tail: Bytes,
+}
+
+impl FrameTemplate {
+    pub fn render(&self, offset: u64, epoch: &str) -> Bytes {
+        let offset = offset.to_string();
+        let mut out =
+            Vec::with_capacity(self.head.len() + offset.len() + 11 + epoch.len() + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(offset.as_bytes());
+        out.extend_from_slice(b",\"epoch\":\"");
+        out.extend_from_slice(epoch.as_bytes());
+        out.extend_from_slice(&self.tail);
+        Bytes::from(out)
+    }
 }
 
 /// Moves channel events to every node and holds non-persisted history.
@@ -43,6 +81,45 @@ pub trait Broker: Send + Sync + 'static {
     /// Delivers an event to every node's subscribers of `channel`, in the
     /// order of calls for one channel. Never blocks.
     fn publish(&self, channel: &str, event: ChannelEvent);
+
+    /// Whether [`Broker::append_and_publish`] does the work (otherwise the
+    /// caller appends, then publishes).
+    fn publishes_on_append(&self) -> bool {
+        false
+    }
+
+    /// Appends to this broker's own history and publishes the publication
+    /// (rendered from `frame`) to every node, then calls `done` — in one
+    /// step where the backend can (Redis: one script, one round trip).
+    fn append_and_publish(
+        &self,
+        request: AppendRequest,
+        frame: FrameTemplate,
+        exclude: Option<ClientId>,
+        done: AppendDone,
+    ) -> Result<(), (AppendRequest, AppendDone)> {
+        // Default: the caller appends and publishes in two steps.
+        let _ = (frame, exclude);
+        Err((request, done))
+    }
+
+    /// A subscriber of `channel` is joining this node's hub: resolves once
+    /// events of `channel` from every node reach this node's sink (a
+    /// subscription must not miss what is published after its history
+    /// read). Called for every subscription; cheap when already watched.
+    fn watch<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// This node's last subscriber of `channel` left (the broker may stop
+    /// receiving its events; check `EventSink::has_subscribers` first).
+    fn unwatch(&self, _channel: &str) {}
+
+    /// Whether the broker is connected (a node with a broken broker still
+    /// serves its own clients and reports itself degraded).
+    fn healthy(&self) -> bool {
+        true
+    }
 
     /// Periodic housekeeping (called every minute): forget idle streams.
     fn maintain(&self) {}

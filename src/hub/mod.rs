@@ -73,6 +73,11 @@ impl Hub {
         subs.len() == 1
     }
 
+    /// Whether `channel` has subscribers on this node.
+    pub fn has_subscribers(&self, channel: &str) -> bool {
+        read(&self.channels[shard_of(channel)]).contains_key(channel)
+    }
+
     /// Removes a client's subscription; true if the channel has no
     /// subscriber left on this node.
     pub fn unsubscribe(&self, channel: &str, client: ClientId) -> bool {

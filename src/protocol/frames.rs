@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::broker::FrameTemplate;
 use crate::codes::{CommandError, Disconnect};
 use crate::presence::PresenceStats;
 use crate::stream::{ClientInfo, HistoryPage, Publication, RawJson, StreamPosition};
@@ -212,6 +213,34 @@ pub fn publication(channel: &str, epoch: &str, publication: &Publication) -> Byt
     })
 }
 
+/// A publication push split around its offset and epoch, for a broker
+/// that learns them where the history lives (see [`FrameTemplate`]).
+/// `publication.offset` is ignored.
+pub fn publication_template(channel: &str, publication: &Publication) -> FrameTemplate {
+    #[derive(Serialize)]
+    struct Rest<'a> {
+        data: &'a RawJson,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a ClientInfo>,
+        time: u64,
+    }
+    let mut head = br#"{"type":"publication","channel":"#.to_vec();
+    head.extend_from_slice(&serde_json::to_vec(channel).unwrap_or_default());
+    head.extend_from_slice(br#","offset":"#);
+    let rest = encode(&Rest {
+        data: &publication.data,
+        info: publication.info.as_ref(),
+        time: publication.time,
+    });
+    // `{"data":…}` becomes `","data":…}`, closing the epoch string.
+    let mut tail = b"\",".to_vec();
+    tail.extend_from_slice(&rest[1..]);
+    FrameTemplate {
+        head: Bytes::from(head),
+        tail: Bytes::from(tail),
+    }
+}
+
 /// A `join` push.
 pub fn join(channel: &str, info: &ClientInfo) -> Bytes {
     presence_event("join", channel, info)
@@ -302,6 +331,26 @@ mod tests {
         assert_eq!(
             &connected(1, &body)[..],
             br#"{"id":1,"type":"connected","client":"c1","user":"42","session":"s","ping":25,"resumed":true}"#
+        );
+    }
+
+    #[test]
+    fn a_publication_template_renders_the_same_frame() {
+        let p = Publication {
+            offset: 0,
+            data: RawJson::from_string(r#"{"text":"hi"}"#.into()).unwrap(),
+            info: Some(ClientInfo {
+                user: "42".into(),
+                client: "c1".into(),
+                data: None,
+            }),
+            time: 5,
+        };
+        let template = publication_template("chat:\"o", &p);
+        let numbered = Publication { offset: 21, ..p };
+        assert_eq!(
+            template.render(21, "xk3"),
+            publication("chat:\"o", "xk3", &numbered)
         );
     }
 }
