@@ -46,6 +46,12 @@ struct ConfigArgs {
     /// Directory for the SQLite database and dev-mode secrets.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Broker between nodes: memory, or redis://host:port (also SWITCHBOARD_BROKER).
+    #[arg(long)]
+    broker: Option<String>,
+    /// Durable history store: sqlite, or postgres://… (also SWITCHBOARD_STORE).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -101,6 +107,8 @@ fn load_config(args: &ConfigArgs, announce: bool) -> anyhow::Result<Config> {
         config: args.config.clone(),
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
+        broker: args.broker.clone(),
+        store: args.store.clone(),
     };
     let mut config = Config::load(&flags, std::env::vars())?;
     config.validate_production()?;

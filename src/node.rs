@@ -36,6 +36,8 @@ pub enum StartError {
     Key(#[from] crate::auth::KeyError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// Delivers broker events into the local hub, counting them.
@@ -98,6 +100,12 @@ impl Node {
             config.auth.rsa_public_key.as_deref(),
             config.auth.ecdsa_public_key.as_deref(),
         )?;
+        if config.broker != "memory" || config.store != "sqlite" {
+            return Err(StartError::Backend(
+                "the Redis broker and the PostgreSQL store are not available in this build yet"
+                    .into(),
+            ));
+        }
         let store = SqliteStore::open(&config.data_dir.join("switchboard.db"))?;
         let hub = Arc::new(Hub::new());
         let metrics = Arc::new(Metrics::default());

@@ -260,14 +260,17 @@ fn bad_listen_address_is_refused_naming_the_key() {
 
 #[test]
 fn unsupported_backends_are_refused_clearly() {
-    let (msg, _) = file_error("broker = \"redis://:hunter2@localhost:6379\"\n");
+    let (msg, _) = file_error("broker = \"nats://:hunter2@localhost:4222\"\n");
     assert!(msg.contains("bad value for `broker`"), "{msg}");
-    assert!(msg.contains("\"memory\""), "{msg}");
+    assert!(msg.contains("\"memory\" or a URL like redis://"), "{msg}");
     assert!(!msg.contains("hunter2"), "must not echo the URL: {msg}");
 
-    let (msg, _) = file_error("store = \"postgres://db/switchboard\"\n");
+    let (msg, _) = file_error("store = \"mysql://db/switchboard\"\n");
     assert!(msg.contains("bad value for `store`"), "{msg}");
-    assert!(msg.contains("\"sqlite\""), "{msg}");
+    assert!(
+        msg.contains("\"sqlite\" or a URL like postgres://"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -618,4 +621,54 @@ fn allowed_origins_come_from_the_file_or_a_comma_separated_variable() {
 fn a_malformed_origin_is_refused_naming_the_key() {
     let (err, _) = file_error("allowed_origins = [\"shop.example/path\"]\n");
     assert!(err.contains("allowed_origins"), "{err}");
+}
+
+#[test]
+fn redis_and_postgres_urls_are_accepted_from_file_env_and_flags() {
+    let f = file("broker = \"redis://127.0.0.1:6379\"\nstore = \"postgres://u@db/sb\"\n");
+    let c = Config::load(&flags_for(f.path()), no_env()).unwrap();
+    assert_eq!(c.broker, "redis://127.0.0.1:6379");
+    assert_eq!(c.store, "postgres://u@db/sb");
+
+    let c = Config::load(
+        &Flags::default(),
+        env(&[
+            ("SWITCHBOARD_BROKER", "redis://r:6379"),
+            ("SWITCHBOARD_STORE", "postgresql://db/x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.broker.as_str(), c.store.as_str()),
+        ("redis://r:6379", "postgresql://db/x")
+    );
+
+    let c = Config::load(
+        &Flags {
+            broker: Some("redis://flag:6379".into()),
+            store: Some("postgres://flag/db".into()),
+            ..Flags::default()
+        },
+        env(&[("SWITCHBOARD_BROKER", "redis://env:6379")]),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.broker.as_str(), c.store.as_str()),
+        ("redis://flag:6379", "postgres://flag/db")
+    );
+}
+
+#[test]
+fn a_bad_backend_flag_names_the_flag_without_echoing_it() {
+    let err = Config::load(
+        &Flags {
+            broker: Some("amqp://guest:s3cret@h".into()),
+            ..Flags::default()
+        },
+        no_env(),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("--broker"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
 }

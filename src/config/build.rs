@@ -39,8 +39,8 @@ impl Walker<'_> {
                 "data_dir" => config.data_dir = self.path(key, value)?,
                 "workers" => config.workers = self.usize(key, value)?,
                 "shutdown_timeout" => config.shutdown_timeout = self.duration(key, value)?,
-                "broker" => config.broker = self.backend(key, value, "memory", "Redis")?,
-                "store" => config.store = self.backend(key, value, "sqlite", "PostgreSQL")?,
+                "broker" => config.broker = self.backend(key, value, BROKERS)?,
+                "store" => config.store = self.backend(key, value, STORES)?,
                 "allowed_origins" => config.allowed_origins = self.origins(key, value)?,
                 "auth" => config.auth = self.auth(self.table(key, value)?)?,
                 "client" => config.client = self.client(self.table(key, value)?)?,
@@ -234,24 +234,10 @@ impl Walker<'_> {
     }
 
     /// A backend name where only `supported` exists so far.
-    fn backend(
-        &self,
-        key: &str,
-        value: &Value,
-        supported: &str,
-        later: &str,
-    ) -> Result<String, ConfigError> {
-        // The value is not echoed: a URL may carry a password.
-        match self.string(key, value)? {
-            s if s == supported => Ok(s.to_owned()),
-            _ => Err(self.bad(
-                key,
-                format!(
-                    "only \"{supported}\" is supported in this version ({later} and other \
-                     backends are not available yet)"
-                ),
-            )),
-        }
+    fn backend(&self, key: &str, value: &Value, kinds: &Backends) -> Result<String, ConfigError> {
+        let s = self.string(key, value)?;
+        check_backend(s, kinds).map_err(|reason| self.bad(key, reason))?;
+        Ok(s.to_owned())
     }
 
     fn bool(&self, key: &str, value: &Value) -> Result<bool, ConfigError> {
@@ -324,6 +310,38 @@ pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("expected an address like 127.0.0.1:8000 (got `{s}`)"))
+}
+
+/// The accepted values of `broker` or `store`: the built-in one, or a URL
+/// with one of the schemes.
+pub(super) struct Backends {
+    pub local: &'static str,
+    pub schemes: &'static [&'static str],
+    pub example: &'static str,
+}
+
+pub(super) const BROKERS: &Backends = &Backends {
+    local: "memory",
+    schemes: &["redis://"],
+    example: "redis://127.0.0.1:6379",
+};
+
+pub(super) const STORES: &Backends = &Backends {
+    local: "sqlite",
+    schemes: &["postgres://", "postgresql://"],
+    example: "postgres://user@127.0.0.1:5432/switchboard",
+};
+
+/// Checks a `broker` or `store` value. The value is never echoed: a URL may
+/// carry a password.
+pub(super) fn check_backend(value: &str, kinds: &Backends) -> Result<(), String> {
+    if value == kinds.local || kinds.schemes.iter().any(|s| value.starts_with(s)) {
+        return Ok(());
+    }
+    Err(format!(
+        "expected \"{}\" or a URL like {}",
+        kinds.local, kinds.example
+    ))
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //!   namespace of the file case-insensitively, otherwise it creates a
 //!   lower-cased namespace. `SWITCHBOARD_LOG` (log filtering) is ignored here;
 //!   any other unknown `SWITCHBOARD_*` variable is refused.
-//! * Flags (`--listen`, `--data-dir`) come from the binary as [`Flags`].
+//! * Flags (`--listen`, `--data-dir`, `--broker`, `--store`) come from the
+//!   binary as [`Flags`].
 //!
 //! Unknown keys and bad values are refused with a [`ConfigError`] that names
 //! the dotted key and where the value came from (file, variable or flag).
@@ -35,8 +36,8 @@
 //! data_dir = "./data"
 //! workers = 0                 # tokio worker threads, 0 = one per core
 //! shutdown_timeout = "10s"
-//! broker = "memory"           # only "memory" for now
-//! store = "sqlite"            # only "sqlite" for now
+//! broker = "memory"           # or "redis://127.0.0.1:6379" for many nodes
+//! store = "sqlite"            # or "postgres://user@host/db" for many nodes
 //! [auth]
 //! hmac_secret = "…"           # HS256 connection and subscription tokens
 //! rsa_public_key = "path.pem" # optional, RS256 verification
@@ -103,9 +104,10 @@ pub struct Config {
     /// How long a graceful shutdown may take before connections are dropped
     /// (default 10s).
     pub shutdown_timeout: Duration,
-    /// The broker between nodes; only `"memory"` for now.
+    /// The broker between nodes: `"memory"` (one node) or a `redis://` URL.
     pub broker: String,
-    /// The history store; only `"sqlite"` for now.
+    /// The durable history store: `"sqlite"` (in `data_dir`) or a
+    /// `postgres://` URL.
     pub store: String,
     /// Browser origins (`https://app.example`) allowed besides the node's
     /// own; `"*"` allows any. Checked on WebSocket upgrades (cross-site
@@ -270,6 +272,10 @@ pub struct Flags {
     pub listen: Option<String>,
     /// `--data-dir <path>`.
     pub data_dir: Option<PathBuf>,
+    /// `--broker memory|redis://…`.
+    pub broker: Option<String>,
+    /// `--store sqlite|postgres://…`.
+    pub store: Option<String>,
 }
 
 impl Default for Config {
@@ -335,6 +341,21 @@ impl Config {
                     origin: Origin::Flag("--listen"),
                     reason,
                 })?;
+        }
+        for (flag, key, value, kinds) in [
+            ("--broker", "broker", &flags.broker, build::BROKERS),
+            ("--store", "store", &flags.store, build::STORES),
+        ] {
+            let Some(value) = value else { continue };
+            build::check_backend(value, kinds).map_err(|reason| ConfigError::BadValue {
+                key: key.to_owned(),
+                origin: Origin::Flag(flag),
+                reason,
+            })?;
+            match key {
+                "broker" => config.broker = value.clone(),
+                _ => config.store = value.clone(),
+            }
         }
         if let Some(data_dir) = &flags.data_dir {
             if data_dir.as_os_str().is_empty() {
