@@ -402,7 +402,7 @@ impl Client {
             channels: claims.channels.unwrap_or_default(),
             expires: claims.exp,
             // The session's resume token (see crate::session).
-            session: crate::random::token(16).into(),
+            session: format!("{}.{}", self.node.id, crate::random::token(16)).into(),
         });
         self.node.hub.add_connection(Connection {
             client: self.id,
@@ -459,10 +459,14 @@ impl Client {
         // publications are queued (see hub::subscriber).
         let subscriber = Subscriber::gated(self.id, self.outbound.clone());
         self.node.hub.subscribe(&channel, subscriber.clone());
+        if self.node.is_clustered() {
+            self.node.reorder.begin(&channel);
+        }
         if let Err(e) = self.node.broker.watch(&channel).await {
             tracing::error!("broker watch {channel}: {e}");
             if self.node.hub.unsubscribe(&channel, self.id) {
                 self.node.broker.unwatch(&channel);
+                self.node.reorder.forget(&channel);
             }
             return Err(CommandError::with(ErrorCode::Internal, "broker unavailable").into());
         }
@@ -481,6 +485,7 @@ impl Client {
             Err(e) => {
                 if self.node.hub.unsubscribe(&channel, self.id) {
                     self.node.broker.unwatch(&channel);
+                    self.node.reorder.forget(&channel);
                 }
                 return Err(e.into());
             }
@@ -489,6 +494,9 @@ impl Client {
             [frames::subscribed(id, &channel, &page)],
             page.position.offset,
         );
+        if self.node.is_clustered() {
+            self.node.ordering_from(&channel, page.position.offset);
+        }
         self.node.metrics.subscriptions.fetch_add(1, Relaxed);
         self.subscriptions.insert(
             channel.clone(),
@@ -584,6 +592,7 @@ impl Client {
         };
         if self.node.hub.unsubscribe(&channel, self.id) {
             self.node.broker.unwatch(&channel);
+            self.node.reorder.forget(&channel);
         }
         self.node.metrics.subscriptions.fetch_sub(1, Relaxed);
         if sub.presence {

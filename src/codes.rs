@@ -45,6 +45,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code with this number, if there is one.
+    pub fn from_code(code: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
@@ -167,6 +172,9 @@ pub enum DisconnectCode {
     ConnectTimeout,
     /// 3008: the client read too slowly and its outbound queue overflowed.
     SlowConsumer,
+    /// 3010: the node may have missed publications of a channel (its broker
+    /// connection dropped): reconnect and recover with `since`.
+    InsufficientState,
     /// 3012: no `pong` (or any frame) within the heartbeat timeout.
     NoPong,
     /// 3500: the connection token is invalid (forged, wrong algorithm, malformed).
@@ -184,12 +192,13 @@ pub enum DisconnectCode {
 }
 
 impl DisconnectCode {
-    pub const ALL: [DisconnectCode; 11] = [
+    pub const ALL: [DisconnectCode; 12] = [
         DisconnectCode::Normal,
         DisconnectCode::Shutdown,
         DisconnectCode::ServerError,
         DisconnectCode::ConnectTimeout,
         DisconnectCode::SlowConsumer,
+        DisconnectCode::InsufficientState,
         DisconnectCode::NoPong,
         DisconnectCode::InvalidToken,
         DisconnectCode::TokenExpired,
@@ -206,6 +215,7 @@ impl DisconnectCode {
             DisconnectCode::ServerError => 3002,
             DisconnectCode::ConnectTimeout => 3003,
             DisconnectCode::SlowConsumer => 3008,
+            DisconnectCode::InsufficientState => 3010,
             DisconnectCode::NoPong => 3012,
             DisconnectCode::InvalidToken => 3500,
             DisconnectCode::TokenExpired => 3501,
@@ -228,6 +238,7 @@ impl DisconnectCode {
             DisconnectCode::ServerError => "internal server error",
             DisconnectCode::ConnectTimeout => "connect timeout",
             DisconnectCode::SlowConsumer => "slow consumer",
+            DisconnectCode::InsufficientState => "missed publications: recover with since",
             DisconnectCode::FrameTooLarge => "frame too large",
             DisconnectCode::NoPong => "no pong",
             DisconnectCode::InvalidToken => "invalid token",

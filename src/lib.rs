@@ -12,6 +12,7 @@ pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod client;
+pub mod cluster;
 pub mod codes;
 pub mod config;
 pub mod devmode;

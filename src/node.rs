@@ -7,23 +7,25 @@
 //! hub → subscriber queues.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, ChannelEvent, EventSink, MemoryBroker};
+use crate::broker::{Broker, ChannelEvent, EventSink, MemoryBroker, RedisBroker};
 use crate::channel::ChannelName;
+use crate::cluster::{Cluster, Control};
 use crate::codes::{CommandError, Disconnect, ErrorCode};
 use crate::config::{Config, NamespaceConfig};
 use crate::history::{History, HistoryError};
+use crate::hub::reorder::{Ready, Reorder};
 use crate::hub::{ClientId, Hub};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryPresence, Presence};
 use crate::protocol::frames;
 use crate::session::SessionRegistry;
-use crate::store::SqliteStore;
+use crate::store::{PostgresStore, SqliteStore};
 use crate::stream::{
     AppendOutcome, AppendRequest, ClientInfo, HistoryLimits, HistoryPage, HistoryQuery, RawJson,
     StreamPosition,
@@ -44,6 +46,11 @@ pub enum StartError {
 struct LocalDelivery {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    /// Publications come from other nodes: put them in offset order.
+    ordered: bool,
+    reorder: Arc<Reorder>,
+    /// The node, for control messages (set once it exists).
+    node: OnceLock<Weak<Node>>,
 }
 
 impl EventSink for LocalDelivery {
@@ -51,23 +58,133 @@ impl EventSink for LocalDelivery {
         self.hub.has_subscribers(channel)
     }
 
+    fn control(&self, message: bytes::Bytes) {
+        if let Some(node) = self.node.get().and_then(Weak::upgrade) {
+            tokio::spawn(crate::cluster::handle(node, message));
+        }
+    }
+
+    fn resubscribed(&self, channels: &[String]) {
+        // Publications of these channels may have been missed while the
+        // broker was away: their subscribers reconnect and recover from
+        // history with `since` (their sessions end, so nothing is resumed
+        // with a gap).
+        let d: Disconnect = crate::codes::DisconnectCode::InsufficientState.into();
+        let frame = frames::disconnect(&d);
+        for channel in channels {
+            for outbound in self.hub.subscriber_queues(channel) {
+                outbound.close(d.clone(), Some(frame.clone()));
+            }
+        }
+    }
+
     fn deliver(&self, channel: &str, event: ChannelEvent) {
-        let fan_out = match &event {
+        match event {
             ChannelEvent::Publication {
                 offset,
                 frame,
                 exclude,
-            } => self.hub.publish(channel, *offset, frame, *exclude),
-            ChannelEvent::Presence { frame } => self.hub.publish(channel, 0, frame, None),
-        };
-        self.metrics
-            .deliveries
-            .fetch_add(fan_out.delivered as u64, Relaxed);
-        if fan_out.overflowed > 0 {
-            self.metrics
-                .queue_overflows
-                .fetch_add(fan_out.overflowed as u64, Relaxed);
+            } if self.ordered => {
+                let accepted = self.reorder.accept(
+                    channel,
+                    Ready {
+                        offset,
+                        frame,
+                        exclude,
+                    },
+                );
+                fan_out(&self.hub, &self.metrics, channel, accepted.ready);
+                if accepted.gap_opened {
+                    if let Some(node) = self.node.get().and_then(Weak::upgrade) {
+                        tokio::spawn(fill_gap(node, channel.to_owned()));
+                    }
+                }
+            }
+            ChannelEvent::Publication {
+                offset,
+                frame,
+                exclude,
+            } => fan_out(
+                &self.hub,
+                &self.metrics,
+                channel,
+                [Ready {
+                    offset,
+                    frame,
+                    exclude,
+                }],
+            ),
+            ChannelEvent::Presence { frame } => {
+                let result = self.hub.publish(channel, 0, &frame, None);
+                count(&self.metrics, result);
+            }
         }
+    }
+}
+
+/// Queues publications to the local subscribers of `channel`, in order.
+fn fan_out(hub: &Hub, metrics: &Metrics, channel: &str, ready: impl IntoIterator<Item = Ready>) {
+    for r in ready {
+        count(metrics, hub.publish(channel, r.offset, &r.frame, r.exclude));
+    }
+}
+
+fn count(metrics: &Metrics, fan_out: crate::hub::FanOut) {
+    metrics
+        .deliveries
+        .fetch_add(fan_out.delivered as u64, Relaxed);
+    if fan_out.overflowed > 0 {
+        metrics
+            .queue_overflows
+            .fetch_add(fan_out.overflowed as u64, Relaxed);
+    }
+}
+
+/// How long a node waits for a missing offset before reading history.
+const GAP_WAIT: Duration = Duration::from_millis(200);
+
+/// Fills a gap in `channel`'s publications from history once it has lasted
+/// [`GAP_WAIT`] (see [`Reorder`]).
+async fn fill_gap(node: Arc<Node>, channel: String) {
+    for _ in 0..50 {
+        tokio::time::sleep(GAP_WAIT).await;
+        let Some((next, first, epoch)) = node.reorder.gap(&channel, GAP_WAIT) else {
+            if node.reorder.has_gap(&channel) {
+                continue;
+            }
+            return;
+        };
+        let found = match node.resolve(&channel) {
+            Ok((_, ns)) if ns.history_size > 0 => {
+                let query = HistoryQuery {
+                    since: Some(StreamPosition {
+                        offset: next - 1,
+                        epoch: epoch.clone(),
+                    }),
+                    limit: (first - next) as usize,
+                    reverse: false,
+                };
+                match node.history(&channel, &ns.clone(), query).await {
+                    Ok(page) => page
+                        .publications
+                        .iter()
+                        .filter(|p| p.offset < first)
+                        .map(|p| Ready {
+                            offset: p.offset,
+                            frame: frames::publication(&channel, &epoch, p),
+                            exclude: None,
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!("filling a gap in {channel}: {}", e.message);
+                        continue;
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        let ready = node.reorder.fill(&channel, found);
+        fan_out(&node.hub, &node.metrics, &channel, ready);
     }
 }
 
@@ -90,35 +207,58 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     /// Connected sessions, by resume token.
     pub sessions: SessionRegistry,
+    /// This node's id: the prefix of its session ids, its control address.
+    pub id: Arc<str>,
+    /// Requests to other nodes in flight.
+    pub cluster: Cluster,
+    /// Offset order for publications from other nodes.
+    pub reorder: Arc<Reorder>,
 }
 
 impl Node {
-    /// Builds a node from a resolved configuration (secrets present).
-    pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
+    /// Builds a node from a resolved configuration (secrets present),
+    /// connecting to its broker and store.
+    pub async fn start(config: Config) -> Result<Arc<Node>, StartError> {
         let verifier = Verifier::new(
             config.auth.hmac_secret.as_deref(),
             config.auth.rsa_public_key.as_deref(),
             config.auth.ecdsa_public_key.as_deref(),
         )?;
-        if config.broker != "memory" || config.store != "sqlite" {
-            return Err(StartError::Backend(
-                "the Redis broker and the PostgreSQL store are not available in this build yet"
-                    .into(),
-            ));
-        }
-        let store = SqliteStore::open(&config.data_dir.join("switchboard.db"))?;
+        let id: Arc<str> = crate::random::token(6).into();
         let hub = Arc::new(Hub::new());
         let metrics = Arc::new(Metrics::default());
-        let broker = Arc::new(MemoryBroker::new(Arc::new(LocalDelivery {
+        let reorder = Arc::new(Reorder::new());
+        let sink = Arc::new(LocalDelivery {
             hub: hub.clone(),
             metrics: metrics.clone(),
-        })));
-        Ok(Arc::new(Node {
+            ordered: config.broker != "memory",
+            reorder: reorder.clone(),
+            node: OnceLock::new(),
+        });
+        let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = if config.broker == "memory"
+        {
+            (
+                Arc::new(MemoryBroker::new(sink.clone())),
+                Arc::new(MemoryPresence::new()),
+            )
+        } else {
+            let broker = RedisBroker::connect(&config.broker, &id, sink.clone())
+                .await
+                .map_err(|e| StartError::Backend(format!("broker: {e}")))?;
+            let presence = Arc::new(broker.presence(config.presence_ttl));
+            (broker, presence)
+        };
+        let store: Arc<dyn History> = if config.store == "sqlite" {
+            Arc::new(SqliteStore::open(&config.data_dir.join("switchboard.db"))?)
+        } else {
+            Arc::new(PostgresStore::connect(&config.store).await?)
+        };
+        let node = Arc::new(Node {
             config: Arc::new(config),
             hub,
             broker,
-            store: Arc::new(store),
-            presence: Arc::new(MemoryPresence::new()),
+            store,
+            presence,
             verifier,
             metrics,
             started: std::time::Instant::now(),
@@ -126,7 +266,12 @@ impl Node {
             next_client: AtomicU64::new(1),
             shutdown: watch::channel(false).0,
             sessions: SessionRegistry::new(),
-        }))
+            id,
+            cluster: Cluster::new(),
+            reorder,
+        });
+        let _ = sink.node.set(Arc::downgrade(&node));
+        Ok(node)
     }
 
     /// A new client id, unique across nodes with high probability.
@@ -278,10 +423,25 @@ impl Node {
             .publish(channel, ChannelEvent::Presence { frame });
     }
 
-    /// Disconnects every connection of `user`; returns how many. Sessions
-    /// without a transport leave presence and channels at once (see
-    /// [`SessionRegistry::sweep`]).
+    /// Disconnects every connection of `user` on every node; returns how
+    /// many were on this one.
     pub async fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
+        let message = Control::Disconnect {
+            user: user.to_owned(),
+            code: disconnect.code,
+            reason: disconnect.reason.clone(),
+        };
+        self.broker.control(
+            None,
+            bytes::Bytes::from(serde_json::to_vec(&message).unwrap_or_default()),
+        );
+        self.disconnect_local(user, disconnect).await
+    }
+
+    /// Disconnects every connection of `user` on this node; returns how
+    /// many. Sessions without a transport leave presence and channels at
+    /// once (see [`SessionRegistry::sweep`]).
+    pub async fn disconnect_local(&self, user: &str, disconnect: Disconnect) -> usize {
         let connections = self.hub.connections(Some(user));
         for c in &connections {
             c.outbound
@@ -289,6 +449,18 @@ impl Node {
         }
         self.sessions.sweep(self.config.client.session_grace).await;
         connections.len()
+    }
+
+    /// A subscriber read `channel`'s history up to `top`: publications held
+    /// until then go out (see [`Reorder`]).
+    pub fn ordering_from(&self, channel: &str, top: u64) {
+        let ready = self.reorder.observe(channel, top);
+        fan_out(&self.hub, &self.metrics, channel, ready);
+    }
+
+    /// Whether other nodes share this node's broker.
+    pub fn is_clustered(&self) -> bool {
+        self.config.broker != "memory"
     }
 
     /// A receiver that turns true when the node starts shutting down.

@@ -51,7 +51,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         addr: listen,
         source,
     })?;
-    let node = Node::start(config)?;
+    let node = Node::start(config).await?;
     let app = crate::http::router(node.clone());
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();

@@ -474,7 +474,9 @@ async fn info_reports_node_stats() {
         keys(info),
         [
             "broker",
+            "broker_healthy",
             "deliveries",
+            "node",
             "num_channels",
             "num_clients",
             "num_subscriptions",
@@ -498,6 +500,8 @@ async fn info_reports_node_stats() {
     assert_eq!(info["deliveries"], 4, "{body}");
     assert_eq!(info["queue_overflows"], 0, "{body}");
     assert_eq!(info["broker"], "memory");
+    assert_eq!(info["broker_healthy"], true);
+    assert!(info["node"].as_str().is_some_and(|n| !n.is_empty()), "{body}");
     assert_eq!(info["store"], "sqlite");
 }
 

@@ -7,6 +7,8 @@
 
 pub mod memory;
 pub mod memory_history;
+pub mod redis;
+pub mod redis_history;
 
 use bytes::Bytes;
 
@@ -14,6 +16,8 @@ use crate::history::{AppendDone, BoxFuture, History};
 use crate::hub::ClientId;
 use crate::stream::AppendRequest;
 
+pub use self::redis::{RedisBroker, RedisOptions};
+pub use self::redis_history::RedisHistory;
 pub use memory::MemoryBroker;
 pub use memory_history::MemoryHistory;
 
@@ -40,6 +44,18 @@ pub trait EventSink: Send + Sync + 'static {
     fn has_subscribers(&self, _channel: &str) -> bool {
         true
     }
+
+    /// A control message from another node (or this one) arrived: see
+    /// [`Broker::control`]. Called on the broker's receiving task, in the
+    /// order the messages were published, like `deliver`: keep it quick.
+    fn control(&self, _message: Bytes) {}
+
+    /// The broker lost its event feed and got it back: events of
+    /// `channels` published meanwhile may never arrive, so their
+    /// subscribers should recover from history. Called once the feed of
+    /// every channel is back, before any of their new events; from the
+    /// broker's own task, so hand longer work to another task.
+    fn resubscribed(&self, _channels: &[String]) {}
 }
 
 /// Why the broker could not do something.
@@ -91,6 +107,8 @@ pub trait Broker: Send + Sync + 'static {
     /// Appends to this broker's own history and publishes the publication
     /// (rendered from `frame`) to every node, then calls `done` — in one
     /// step where the backend can (Redis: one script, one round trip).
+    // The `Err` hands the request back to append in two steps (no error).
+    #[allow(clippy::result_large_err)]
     fn append_and_publish(
         &self,
         request: AppendRequest,
@@ -120,6 +138,13 @@ pub trait Broker: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// Sends an opaque control message to the node `to`, or to every node
+    /// (this one included) when `to` is `None`; each receiving node hands
+    /// it to [`EventSink::control`]. Never blocks; best effort (dropped
+    /// while the broker is disconnected). A single-node broker has no
+    /// other node to reach and ignores it.
+    fn control(&self, _to: Option<&str>, _message: Bytes) {}
 
     /// Periodic housekeeping (called every minute): forget idle streams.
     fn maintain(&self) {}

@@ -38,6 +38,7 @@
 //! shutdown_timeout = "10s"
 //! broker = "memory"           # or "redis://127.0.0.1:6379" for many nodes
 //! store = "sqlite"            # or "postgres://user@host/db" for many nodes
+//! presence_ttl = "30s"        # Redis presence of a dead node vanishes after this
 //! [auth]
 //! hmac_secret = "…"           # HS256 connection and subscription tokens
 //! rsa_public_key = "path.pem" # optional, RS256 verification
@@ -109,6 +110,9 @@ pub struct Config {
     /// The durable history store: `"sqlite"` (in `data_dir`) or a
     /// `postgres://` URL.
     pub store: String,
+    /// With a Redis broker: how long a node's presence entries outlive it
+    /// (they are refreshed while it runs; default 30s).
+    pub presence_ttl: Duration,
     /// Browser origins (`https://app.example`) allowed besides the node's
     /// own; `"*"` allows any. Checked on WebSocket upgrades (cross-site
     /// WebSocket hijacking); requests without an `Origin` header (non-browser
@@ -285,6 +289,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             workers: 0,
             shutdown_timeout: Duration::from_secs(10),
+            presence_ttl: Duration::from_secs(30),
             broker: "memory".to_owned(),
             store: "sqlite".to_owned(),
             allowed_origins: Vec::new(),

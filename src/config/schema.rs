@@ -28,6 +28,7 @@ pub(super) const TOP: &[(&str, Kind)] = &[
     ("shutdown_timeout", Duration),
     ("broker", Str),
     ("store", Str),
+    ("presence_ttl", Duration),
     ("allowed_origins", StrList),
 ];
 

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use crate::channel::pattern_matches;
+use crate::cluster::Control;
 use crate::codes::{Disconnect, DisconnectCode, ErrorCode};
 use crate::node::Node;
 use crate::stream::{RawJson, StreamPosition};
@@ -211,12 +212,32 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
         }
         "channels" => {
             let b: ChannelsBody = body(bytes)?;
-            let channels: BTreeMap<String, Value> = node
-                .hub
-                .channels()
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            if node.is_clustered() {
+                // Every node (this one included) answers with its own.
+                let answers = node
+                    .cluster
+                    .gather(node, CLUSTER_WINDOW, |request| Control::Channels {
+                        from: node.id.to_string(),
+                        request,
+                    })
+                    .await;
+                for answer in answers {
+                    let part: BTreeMap<String, usize> =
+                        serde_json::from_str(answer.get()).unwrap_or_default();
+                    for (c, n) in part {
+                        *counts.entry(c).or_default() += n;
+                    }
+                }
+            } else {
+                for (c, n) in node.hub.channels() {
+                    counts.insert(c.to_string(), n);
+                }
+            }
+            let channels: BTreeMap<String, Value> = counts
                 .into_iter()
                 .filter(|(c, _)| b.pattern.as_deref().is_none_or(|p| pattern_matches(p, c)))
-                .map(|(c, n)| (c.to_string(), json!({ "num_clients": n })))
+                .map(|(c, n)| (c, json!({ "num_clients": n })))
                 .collect();
             Ok(json!({ "channels": channels }))
         }
@@ -259,8 +280,10 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
                 "publications": node.metrics.publications.load(Relaxed),
                 "deliveries": node.metrics.deliveries.load(Relaxed),
                 "queue_overflows": node.metrics.queue_overflows.load(Relaxed),
-                "broker": node.config.broker,
-                "store": node.config.store,
+                "node": &*node.id,
+                "broker": backend_kind(&node.config.broker),
+                "store": backend_kind(&node.config.store),
+                "broker_healthy": node.broker.healthy(),
             }))
         }
         other => Err(ApiError::new(
@@ -268,6 +291,20 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             format!("unknown API method `{other}`"),
         )),
     }
+}
+
+/// How long a cluster-wide API call gathers the other nodes' answers.
+const CLUSTER_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// `memory`, `redis`, `sqlite` or `postgres`: never the URL (it may carry a
+/// password).
+fn backend_kind(backend: &str) -> &str {
+    backend
+        .split_once("://")
+        .map_or(backend, |(scheme, _)| match scheme {
+            "postgresql" => "postgres",
+            other => other,
+        })
 }
 
 fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {

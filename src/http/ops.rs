@@ -17,12 +17,18 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/metrics", get(metrics))
 }
 
-/// 200 while the node serves, 503 once it is shutting down.
+/// 200 while the node serves (`"degraded"` while its broker is away: it
+/// still serves its own clients), 503 once it is shutting down.
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if node.is_shutting_down() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "shutting_down"})),
+        )
+    } else if !node.broker.healthy() {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "degraded", "broker": "unavailable"})),
         )
     } else {
         (StatusCode::OK, Json(json!({"status": "ok"})))

@@ -7,6 +7,7 @@
 //! or copying. The hub knows nothing of HTTP, transports or backends.
 
 pub mod outbound;
+pub mod reorder;
 pub mod subscriber;
 
 use std::collections::HashMap;
@@ -71,6 +72,14 @@ impl Hub {
         let subs = shard.entry(channel.clone()).or_default();
         subs.push(subscriber);
         subs.len() == 1
+    }
+
+    /// The queues of `channel`'s subscribers on this node.
+    pub fn subscriber_queues(&self, channel: &str) -> Vec<Arc<Outbound>> {
+        read(&self.channels[shard_of(channel)])
+            .get(channel)
+            .map(|subs| subs.iter().map(|s| s.outbound.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Whether `channel` has subscribers on this node.

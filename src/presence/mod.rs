@@ -4,11 +4,13 @@
 //! refreshed by the owning node serves many (issue 4).
 
 pub mod memory;
+pub mod redis;
 
 use crate::history::BoxFuture;
 use crate::hub::ClientId;
 use crate::stream::ClientInfo;
 
+pub use self::redis::RedisPresence;
 pub use memory::MemoryPresence;
 
 /// Why a presence operation failed.

@@ -12,19 +12,24 @@
 //! Later it will also hold rooms, read positions and notifications.
 //!
 //! Backends (issue 4): [`SqliteStore`] for a single node (one file, WAL,
-//! `synchronous = FULL`, one group-committing writer thread); PostgreSQL for
-//! many nodes sharing one store, behind the same trait.
+//! `synchronous = FULL`, one group-committing writer thread);
+//! [`PostgresStore`] for many nodes sharing one database, behind the same
+//! trait and with the same semantics (offsets assigned under a row lock per
+//! channel, so any number of nodes may append to one channel).
 //!
-//! Schema changes are numbered SQL files in `src/store/migrations/`, embedded
-//! in the binary and applied in order on open (tracked by
-//! `PRAGMA user_version` for SQLite).
+//! Schema changes are numbered SQL files in `src/store/migrations/` (SQLite)
+//! and `src/store/migrations/postgres/`, embedded in the binary and applied
+//! in order on open (tracked by `PRAGMA user_version` for SQLite, by the
+//! `switchboard_migrations` table under an advisory lock for PostgreSQL).
 
 use std::path::PathBuf;
 
 use crate::history::HistoryError;
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why the store could not be opened or used.
@@ -67,12 +72,41 @@ pub enum StoreError {
     /// The writer thread is gone (it stopped or panicked).
     #[error("store writer is not running")]
     WriterGone,
+    /// The PostgreSQL connection string could not be parsed (the reason
+    /// never quotes the string: it may hold a password).
+    #[error("invalid PostgreSQL connection string: {0}")]
+    PostgresUrl(String),
+    /// PostgreSQL could not be reached or refused the connection; `target` is
+    /// `postgres://user@host:port/dbname`, without the password.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    PostgresConnect {
+        target: String,
+        #[source]
+        source: postgres::PgError,
+    },
+    /// A PostgreSQL schema migration failed (rolled back: the database is left
+    /// at the previous version).
+    #[error("PostgreSQL store migration {version} failed: {source}")]
+    PostgresMigrate {
+        version: usize,
+        #[source]
+        source: postgres::PgError,
+    },
+    /// PostgreSQL failed while doing `context`.
+    #[error("PostgreSQL store failed while {context}: {source}")]
+    PostgresBackend {
+        context: &'static str,
+        #[source]
+        source: postgres::PgError,
+    },
 }
 
 impl From<StoreError> for HistoryError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::WriterGone => HistoryError::Unavailable(error.to_string()),
+            StoreError::WriterGone | StoreError::PostgresConnect { .. } => {
+                HistoryError::Unavailable(error.to_string())
+            }
             other => HistoryError::Backend(other.to_string()),
         }
     }

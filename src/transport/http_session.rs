@@ -63,12 +63,15 @@ pub fn find(
     node: &crate::node::Node,
     id: &str,
 ) -> Result<std::sync::Arc<crate::session::Session>, ApiError> {
-    node.sessions.get(id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::SessionNotFound,
-            "no such session: it expired or ended; connect again and recover with `since`",
-        )
-    })
+    node.sessions.get(id).ok_or_else(session_not_found)
+}
+
+/// 404/114.
+pub fn session_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::SessionNotFound,
+        "no such session: it expired or ended; connect again and recover with `since`",
+    )
 }
 
 /// Reads a request body of at most `limit` bytes (413/111 beyond).

@@ -18,7 +18,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::http_session::{body_limit, find, number, read_body, refused, required, token};
+use super::http_session::{
+    body_limit, find, number, read_body, refused, required, session_not_found, token,
+};
+use crate::cluster::Control;
+
+/// Extra time a node waits for another node's answer to a forwarded poll.
+const FORWARD_MARGIN: Duration = Duration::from_secs(10);
 use crate::codes::{DisconnectCode, ErrorCode};
 use crate::http::error::ApiError;
 use crate::node::Node;
@@ -91,15 +97,44 @@ pub async fn poll(
     Query(query): Query<PollQuery>,
 ) -> Response {
     match wait(&node, query).await {
-        Ok((cursor, frames)) => json_response(&headers, messages(cursor, &frames)),
+        Ok(body) => json_response(&headers, body),
         Err(e) => e.into_response(),
     }
 }
 
-async fn wait(node: &Arc<Node>, query: PollQuery) -> Result<(u64, Vec<Numbered>), ApiError> {
+/// The poll's answer, from this node or the one holding the session.
+async fn wait(node: &Arc<Node>, query: PollQuery) -> Result<Bytes, ApiError> {
     let id = required(query.session, "session")?;
     let cursor = required(number(query.cursor.as_deref(), "cursor")?, "cursor")?;
-    let session = find(node, &id)?;
+    if node.sessions.get(&id).is_some() {
+        return wait_local(node, &id, cursor).await;
+    }
+    let Some(owner) = crate::cluster::owner(&id).filter(|owner| **owner != *node.id) else {
+        return Err(session_not_found());
+    };
+    // Another node holds the session: it holds the poll and answers.
+    let wait = node.config.client.poll_hold + FORWARD_MARGIN;
+    let answer = node
+        .cluster
+        .ask(node, owner, wait, |request| Control::Poll {
+            from: node.id.to_string(),
+            request,
+            session: id.clone(),
+            cursor,
+        })
+        .await?;
+    Ok(Bytes::from(answer.get().to_owned()))
+}
+
+/// Answers a poll of session `id`, which this node holds:
+/// `{"cursor":n,"messages":[…]}`.
+pub async fn wait_local(node: &Arc<Node>, id: &str, cursor: u64) -> Result<Bytes, ApiError> {
+    let (cursor, frames) = hold(node, id, cursor).await?;
+    Ok(messages(cursor, &frames))
+}
+
+async fn hold(node: &Arc<Node>, id: &str, cursor: u64) -> Result<(u64, Vec<Numbered>), ApiError> {
+    let session = find(node, id)?;
     let generation = session.attach(cursor).await.map_err(ApiError)?;
     // Detaches when the answer is sent or the client gives up.
     let attached = Attached {

@@ -14,12 +14,16 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::http_session::{body_limit, find, read_body, required, token};
+use super::http_session::{body_limit, find, read_body, required, session_not_found, token};
 use crate::auth::TokenError;
+use crate::cluster::Control;
 use crate::codes::ErrorCode;
 use crate::http::error::ApiError;
 use crate::node::Node;
 use crate::session::Handled;
+
+/// How long a node waits for the node holding a session to take commands.
+const FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Deserialize)]
 pub struct SendQuery {
@@ -60,13 +64,6 @@ async fn handle(
         TokenError::Expired => ApiError::new(ErrorCode::TokenExpired, "token expired"),
         TokenError::Invalid(why) => ApiError::new(ErrorCode::Unauthorized, why),
     })?;
-    let session = find(node, &id)?;
-    if session.user().is_none_or(|user| **user != *claims.sub) {
-        return Err(ApiError::new(
-            ErrorCode::PermissionDenied,
-            "the session belongs to another user",
-        ));
-    }
     let commands = split(body)?;
     for command in &commands {
         let text = command.get();
@@ -78,7 +75,49 @@ async fn handle(
             ));
         }
     }
-    for command in &commands {
+    match node.sessions.get(&id) {
+        Some(_) => deliver_local(node, &id, &claims.sub, &commands).await,
+        None => match crate::cluster::owner(&id).filter(|owner| **owner != *node.id) {
+            // Another node holds the session: hand the commands over.
+            Some(owner) => {
+                let answer = node
+                    .cluster
+                    .ask(node, owner, FORWARD_WAIT, |request| Control::Send {
+                        from: node.id.to_string(),
+                        request,
+                        session: id.clone(),
+                        user: claims.sub.clone(),
+                        commands: commands.iter().map(|c| c.get().to_owned()).collect(),
+                    })
+                    .await?;
+                #[derive(Deserialize)]
+                struct Accepted {
+                    accepted: usize,
+                }
+                serde_json::from_str::<Accepted>(answer.get())
+                    .map(|a| a.accepted)
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+            }
+            None => Err(session_not_found()),
+        },
+    }
+}
+
+/// Hands `commands` to session `id` of this node, whose user must be `user`.
+pub async fn deliver_local(
+    node: &Arc<Node>,
+    id: &str,
+    user: &str,
+    commands: &[Box<RawValue>],
+) -> Result<usize, ApiError> {
+    let session = find(node, id)?;
+    if session.user().is_none_or(|owner| **owner != *user) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "the session belongs to another user",
+        ));
+    }
+    for command in commands {
         if session.has_ended() {
             return Err(ApiError::new(
                 ErrorCode::SessionNotFound,
