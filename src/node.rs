@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, ChannelEvent, EventSink, MemoryBroker, RedisBroker};
+use crate::broker::{Broker, ChannelEvent, EventSink, MemoryBroker, RedisBroker, RedisOptions};
 use crate::channel::ChannelName;
 use crate::cluster::{Cluster, Control};
 use crate::codes::{CommandError, Disconnect, ErrorCode};
@@ -242,7 +242,8 @@ impl Node {
                 Arc::new(MemoryPresence::new()),
             )
         } else {
-            let broker = RedisBroker::connect(&config.broker, &id, sink.clone())
+            let options = RedisOptions::new(&config.broker).with_prefix(&config.redis_prefix);
+            let broker = RedisBroker::connect_with(options, &id, sink.clone())
                 .await
                 .map_err(|e| StartError::Backend(format!("broker: {e}")))?;
             let presence = Arc::new(broker.presence(config.presence_ttl));

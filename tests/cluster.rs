@@ -27,6 +27,8 @@ async fn node(redis: &str) -> TestServer {
     let redis = redis.to_owned();
     TestServer::start_with(move |c| {
         c.broker = redis;
+        // One cluster: the same keys (tests differ by channel names).
+        c.redis_prefix = "sb:".into();
         c.store = postgres_url();
         c.presence_ttl = Duration::from_secs(2);
     })

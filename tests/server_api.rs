@@ -499,9 +499,16 @@ async fn info_reports_node_stats() {
     // Two publications to two subscribers each.
     assert_eq!(info["deliveries"], 4, "{body}");
     assert_eq!(info["queue_overflows"], 0, "{body}");
-    assert_eq!(info["broker"], "memory");
+    let broker = match std::env::var("SWITCHBOARD_TEST_BROKER") {
+        Ok(_) => "redis",
+        Err(_) => "memory",
+    };
+    assert_eq!(info["broker"], broker);
     assert_eq!(info["broker_healthy"], true);
-    assert!(info["node"].as_str().is_some_and(|n| !n.is_empty()), "{body}");
+    assert!(
+        info["node"].as_str().is_some_and(|n| !n.is_empty()),
+        "{body}"
+    );
     assert_eq!(info["store"], "sqlite");
 }
 

@@ -42,6 +42,7 @@ impl Walker<'_> {
                 "broker" => config.broker = self.backend(key, value, BROKERS)?,
                 "store" => config.store = self.backend(key, value, STORES)?,
                 "presence_ttl" => config.presence_ttl = self.positive_duration(key, value)?,
+                "redis_prefix" => config.redis_prefix = self.string(key, value)?.to_owned(),
                 "allowed_origins" => config.allowed_origins = self.origins(key, value)?,
                 "auth" => config.auth = self.auth(self.table(key, value)?)?,
                 "client" => config.client = self.client(self.table(key, value)?)?,

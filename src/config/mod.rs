@@ -39,6 +39,7 @@
 //! broker = "memory"           # or "redis://127.0.0.1:6379" for many nodes
 //! store = "sqlite"            # or "postgres://user@host/db" for many nodes
 //! presence_ttl = "30s"        # Redis presence of a dead node vanishes after this
+//! redis_prefix = "sb:"        # keys and pub/sub channels in Redis start with this
 //! [auth]
 //! hmac_secret = "…"           # HS256 connection and subscription tokens
 //! rsa_public_key = "path.pem" # optional, RS256 verification
@@ -113,6 +114,9 @@ pub struct Config {
     /// With a Redis broker: how long a node's presence entries outlive it
     /// (they are refreshed while it runs; default 30s).
     pub presence_ttl: Duration,
+    /// With a Redis broker: the prefix of every key and pub/sub channel, so
+    /// several deployments can share one Redis (default `sb:`).
+    pub redis_prefix: String,
     /// Browser origins (`https://app.example`) allowed besides the node's
     /// own; `"*"` allows any. Checked on WebSocket upgrades (cross-site
     /// WebSocket hijacking); requests without an `Origin` header (non-browser
@@ -290,6 +294,7 @@ impl Default for Config {
             workers: 0,
             shutdown_timeout: Duration::from_secs(10),
             presence_ttl: Duration::from_secs(30),
+            redis_prefix: "sb:".to_owned(),
             broker: "memory".to_owned(),
             store: "sqlite".to_owned(),
             allowed_origins: Vec::new(),

@@ -29,6 +29,7 @@ pub(super) const TOP: &[(&str, Kind)] = &[
     ("broker", Str),
     ("store", Str),
     ("presence_ttl", Duration),
+    ("redis_prefix", Str),
     ("allowed_origins", StrList),
 ];
 

@@ -7,7 +7,7 @@
 //! publications, then the buffered frames that come after them, atomically
 //! with respect to fan-out.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -26,6 +26,10 @@ pub struct Subscriber {
     gated: AtomicBool,
     /// Frames (with their offset, 0 for join/leave) that arrived while gated.
     buffered: Mutex<Option<Vec<(u64, Bytes)>>>,
+    /// The highest publication offset this subscriber has been given: a
+    /// publication that arrives late (from another node, after the history
+    /// read that already returned it) is not given twice.
+    high: AtomicU64,
 }
 
 impl Subscriber {
@@ -36,6 +40,7 @@ impl Subscriber {
             outbound,
             gated: AtomicBool::new(false),
             buffered: Mutex::new(None),
+            high: AtomicU64::new(0),
         })
     }
 
@@ -46,6 +51,7 @@ impl Subscriber {
             outbound,
             gated: AtomicBool::new(true),
             buffered: Mutex::new(Some(Vec::new())),
+            high: AtomicU64::new(0),
         })
     }
 
@@ -57,6 +63,10 @@ impl Subscriber {
                 frames.push((offset, frame.clone()));
                 return Ok(());
             }
+        }
+        // Offsets reach a subscriber in order; 0 is a join/leave push.
+        if offset != 0 && self.high.fetch_max(offset, Ordering::AcqRel) >= offset {
+            return Ok(());
         }
         self.outbound.push(frame.clone())
     }
@@ -71,8 +81,12 @@ impl Subscriber {
                 break;
             }
         }
+        self.high.fetch_max(delivered_up_to, Ordering::AcqRel);
         for (offset, frame) in buffered.take().unwrap_or_default() {
-            if (offset == 0 || offset > delivered_up_to) && self.outbound.push(frame).is_err() {
+            if offset != 0 && self.high.fetch_max(offset, Ordering::AcqRel) >= offset {
+                continue;
+            }
+            if self.outbound.push(frame).is_err() {
                 break;
             }
         }
@@ -106,6 +120,8 @@ mod tests {
         s.deliver(6, &Bytes::from_static(b"p6")).unwrap();
         assert!(frames(&q).is_empty());
         s.open([Bytes::from_static(b"reply"), Bytes::from_static(b"p5")], 5);
+        // 5 came late (it was in the history read): not given twice.
+        s.deliver(5, &Bytes::from_static(b"p5")).unwrap();
         s.deliver(7, &Bytes::from_static(b"p7")).unwrap();
         let expected: Vec<Bytes> = [&b"reply"[..], b"p5", b"join", b"p6", b"p7"]
             .into_iter()

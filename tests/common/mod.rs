@@ -27,9 +27,16 @@ pub const API_KEY: &str = "test-api-key";
 /// How long a test waits for a frame that should come.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A test configuration: production mode, known secrets, port 0.
+/// A test configuration: production mode, known secrets, port 0. With
+/// `SWITCHBOARD_TEST_BROKER` set (a `redis://` URL), every test node uses
+/// that broker: `./scripts/test` runs the core and transport suites once
+/// with each broker.
 pub fn config(data_dir: &Path) -> Config {
+    let broker = std::env::var("SWITCHBOARD_TEST_BROKER").unwrap_or_else(|_| "memory".into());
     Config {
+        broker,
+        // Each test node its own keys, as the memory broker would be.
+        redis_prefix: format!("t{}:", switchboard::random::token(6)),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         mode: Mode::Production,
