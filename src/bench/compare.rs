@@ -8,10 +8,11 @@ use super::peer::Peer;
 use super::report::{human, Figure};
 
 /// A figure measured on each server (`None` where that server's scenario
-/// failed).
+/// failed or does not apply to it).
 struct Row<'a> {
     name: &'a str,
     unit: &'static str,
+    scenario: &'static str,
     values: Vec<Option<&'a Figure>>,
 }
 
@@ -28,6 +29,7 @@ fn rows<'a>(peers: &[Peer], figures: &'a [(Peer, Figure)]) -> Vec<Row<'a>> {
                 rows.push(Row {
                     name: &f.name,
                     unit: f.unit,
+                    scenario: f.scenario,
                     values: vec![None; peers.len()],
                 });
                 rows.len() - 1
@@ -52,8 +54,10 @@ fn ratio(row: &Row<'_>) -> Option<f64> {
 }
 
 /// The side-by-side table: figure, each server's value, the ratio, the
-/// target and each server's verdict against it.
-pub fn table(peers: &[Peer], figures: &[(Peer, Figure)]) -> String {
+/// target and each server's verdict against it. A missing value reads
+/// `n/a` when its scenario does not apply to that server (`skipped`: the
+/// SSE and long-polling scenarios on Socket.IO), `failed` otherwise.
+pub fn table(peers: &[Peer], figures: &[(Peer, Figure)], skipped: &[(Peer, &str)]) -> String {
     let ratio_header = match peers {
         [a, b, ..] => format!("{} / {}", a.name(), b.name()),
         _ => "ratio".to_owned(),
@@ -64,9 +68,14 @@ pub fn table(peers: &[Peer], figures: &[(Peer, Figure)]) -> String {
     let mut lines: Vec<Vec<String>> = vec![header];
     for row in rows(peers, figures) {
         let mut line = vec![row.name.to_owned()];
-        for v in &row.values {
+        for (peer, v) in peers.iter().zip(&row.values) {
+            let missing = if skipped.contains(&(*peer, row.scenario)) {
+                "n/a"
+            } else {
+                "failed"
+            };
             line.push(v.map_or_else(
-                || "failed".to_owned(),
+                || missing.to_owned(),
                 |f| format!("{} {}", human(f.value), row.unit),
             ));
         }
@@ -164,11 +173,16 @@ mod tests {
                 Figure::new("only one".into(), 3.0, "KiB", None),
             ),
         ];
-        let t = table(&peers, &figures);
+        let t = table(&peers, &figures, &[]);
         assert!(t.contains("Switchboard / Socket.IO"), "{t}");
         assert!(t.contains("4.00x"), "{t}");
         assert!(t.contains("PASS / MISS"), "{t}");
         assert!(t.contains("failed"), "{t}");
+        let mut sse = Figure::new("sse only".into(), 1.0, "KiB", None);
+        sse.scenario = "memory_sse";
+        let figures2 = vec![(Peer::Switchboard, sse)];
+        let t = table(&peers, &figures2, &[(Peer::SocketIo, "memory_sse")]);
+        assert!(t.contains("n/a") && !t.contains("failed"), "{t}");
         let j = to_json(&peers, &figures);
         assert_eq!(j["figures"][0]["ratio"], 4.0);
         assert_eq!(j["figures"][0]["socketio"], 250_000.0);

@@ -7,6 +7,11 @@
 //! index `"i"`. Each subscriber, after every read, takes the time once and
 //! extracts `"t"`/`"i"` with a byte search. Reported: p50/p99/max over every
 //! delivery, and over messages of the time to reach the LAST subscriber.
+//!
+//! Scenario `latency-poll` ([`run_long_poll`]): the same publisher and
+//! messages (10 per second by default) to a few long-polling clients, each
+//! re-polling as soon as an answer arrived, as a real client does. A
+//! delivery is timed when its poll answer has been read whole.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -19,7 +24,7 @@ use super::protocol::number_after;
 use super::publisher::Publisher;
 use super::report::{Figure, Target};
 use super::server::Server;
-use super::subscriber::{wait_all_received, Channels, Fleet, FleetSpec, Mode};
+use super::subscriber::{wait_all_received, Channels, Fleet, FleetSpec, Mode, Transport};
 
 /// Parameters of the scenario.
 #[derive(Clone, Debug)]
@@ -113,6 +118,7 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
     let recorder = Arc::new(Recorder::new(count as usize));
     let spec = FleetSpec {
         endpoint: server.endpoint(),
+        transport: Transport::WebSocket,
         token: server.endpoint().token("bench-sub")?,
         channels: Channels::Shared("bench:latency".to_owned()),
         mode: Mode::Latency(recorder.clone()),
@@ -226,6 +232,150 @@ pub async fn run(server: &Server, p: &LatencyParams) -> anyhow::Result<(Vec<Figu
     if ended > 0 || min < count {
         eprintln!("latency: WARNING: {ended} subscribers disconnected, slowest got {min} of {count}: {reasons:?}");
     }
+    Ok((figures, details))
+}
+
+/// Parameters of the long-polling latency scenario.
+#[derive(Clone, Debug)]
+pub struct PollLatencyParams {
+    /// Long-polling clients.
+    pub clients: usize,
+    /// Messages per second.
+    pub rate: f64,
+    /// Seconds of publishing.
+    pub secs: f64,
+    /// Padding bytes in each message's data.
+    pub payload_bytes: usize,
+    /// Connection setups in flight.
+    pub concurrency: usize,
+}
+
+/// Runs the long-polling latency scenario on `server` (Switchboard).
+pub async fn run_long_poll(
+    server: &Server,
+    p: &PollLatencyParams,
+) -> anyhow::Result<(Vec<Figure>, Value)> {
+    let count = (p.rate * p.secs).round().max(1.0) as u64;
+    let recorder = Arc::new(Recorder::new(count as usize));
+    let channel = "bench:poll-latency";
+    let spec = FleetSpec {
+        endpoint: server.endpoint(),
+        transport: Transport::LongPoll,
+        token: server.endpoint().token("bench-poll")?,
+        channels: Channels::Shared(channel.to_owned()),
+        mode: Mode::Latency(recorder.clone()),
+        concurrency: p.concurrency,
+        progress: None,
+    };
+    eprintln!(
+        "latency long-poll: opening {} long-polling clients…",
+        p.clients
+    );
+    let mut fleet = Fleet::new();
+    fleet.add(&spec, p.clients).await?;
+    let endpoint = server.endpoint();
+    let mut publisher = Publisher::open(&endpoint, &endpoint.token("bench-pub")?, channel).await?;
+    eprintln!(
+        "latency long-poll: publishing {count} messages at {} msg/s to {} clients…",
+        p.rate, p.clients
+    );
+    let pad = "x".repeat(p.payload_bytes.saturating_sub(40));
+    let meter = CpuMeter::start(server.pid(), server.cpu)?;
+    let clock = recorder.clone();
+    publisher
+        .fixed_rate(p.rate, count, |i| {
+            format!("{{\"t\":{},\"i\":{i},\"p\":\"{pad}\"}}", clock.now_ns())
+        })
+        .await?;
+    let (min, max) = wait_all_received(&fleet, count, Duration::from_secs(10)).await;
+    let cpu = meter.stop()?;
+    let (ended, reasons) = fleet.ended(5);
+    let answers = fleet.reads();
+    let server_ms_per_message = cpu.server_secs * 1e3 / count as f64;
+    let deliveries_expected = count * p.clients as u64;
+    let client_us_per_delivery = cpu.client_secs * 1e6 / deliveries_expected.max(1) as f64;
+    let mut every = std::mem::take(
+        &mut *recorder
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    every.sort_unstable();
+    let mut last: Vec<u64> = recorder
+        .last
+        .iter()
+        .zip(&recorder.reached)
+        .filter(|(_, r)| r.load(Relaxed) > 0)
+        .map(|(l, _)| l.load(Relaxed))
+        .collect();
+    last.sort_unstable();
+    fleet.close().await;
+    publisher.close().await;
+
+    let label = format!("latency long-poll {} clients @{} msg/s", p.clients, p.rate);
+    let fig = |what: &str, value: f64, unit: &'static str| {
+        Figure::new(format!("{label}: {what}"), value, unit, None)
+    };
+    let per_answer = every.len() as f64 / answers.max(1) as f64;
+    let figures: Vec<Figure> = [
+        fig("every delivery p50", ms(percentile(&every, 50.0)), "ms"),
+        Figure::new(
+            format!("{label}: every delivery p99"),
+            ms(percentile(&every, 99.0)),
+            "ms",
+            Some(Target::AtMost(50.0)),
+        ),
+        fig("every delivery max", ms(max_of(&every)), "ms"),
+        fig("to last client p99", ms(percentile(&last, 99.0)), "ms"),
+        fig("publications per poll answer", per_answer, ""),
+        fig(
+            "deliveries missing",
+            deliveries_expected.saturating_sub(every.len() as u64) as f64,
+            "",
+        ),
+        fig("server CPU per message", server_ms_per_message, "ms"),
+        fig("client CPU per delivery", client_us_per_delivery, "us"),
+    ]
+    .into_iter()
+    .chain(cpu.figures(&label))
+    .collect::<Vec<_>>();
+    if let Some(w) = cpu.interference_warning() {
+        eprintln!("latency long-poll: {w}");
+    }
+    eprintln!(
+        "latency long-poll: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} deliveries \
+         ({per_answer:.2} per poll answer)",
+        ms(percentile(&every, 50.0)),
+        ms(percentile(&every, 99.0)),
+        ms(max_of(&every)),
+        every.len()
+    );
+    if ended > 0 || min < count {
+        eprintln!(
+            "latency long-poll: WARNING: {ended} clients ended, slowest got {min} of {count}: {reasons:?}"
+        );
+    }
+    let details = json!({
+        "clients": p.clients,
+        "rate_per_sec": p.rate,
+        "messages": count,
+        "deliveries_recorded": every.len(),
+        "deliveries_expected": deliveries_expected,
+        "poll_answers_with_publications": answers,
+        "publications_per_poll_answer": per_answer,
+        "unreadable_frames": recorder.unreadable.load(Relaxed),
+        "per_client_min": min,
+        "per_client_max": max,
+        "ended_clients": ended,
+        "end_reasons": reasons,
+        "every_delivery_ms": { "p50": ms(percentile(&every, 50.0)), "p90": ms(percentile(&every, 90.0)),
+            "p99": ms(percentile(&every, 99.0)), "max": ms(max_of(&every)) },
+        "last_client_ms": { "p50": ms(percentile(&last, 50.0)), "p99": ms(percentile(&last, 99.0)),
+            "max": ms(max_of(&last)) },
+        "server_cpu_ms_per_message": server_ms_per_message,
+        "client_cpu_us_per_delivery": client_us_per_delivery,
+        "cpu": cpu.to_json(),
+    });
     Ok((figures, details))
 }
 

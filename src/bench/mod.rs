@@ -1,6 +1,8 @@
 //! The `switchboard bench` command: measures, with the server on one core,
 //! server memory per idle WebSocket connection, fan-out throughput at
-//! saturation and publish → deliver latency (see docs/benchmarks.md).
+//! saturation and publish → deliver latency (see docs/benchmarks.md); and
+//! for the HTTP transports, memory per idle SSE and long-polling session,
+//! SSE fan-out next to WebSocket's, and long-polling delivery latency.
 //!
 //! The server is this binary run as `serve` in a child process pinned with
 //! `taskset` to one CPU (`--server-cpu`, default 0) with one worker thread;
@@ -18,20 +20,26 @@
 //!   its guard;
 //! - [`protocol`]: the wire protocols (Switchboard's, Socket.IO's);
 //! - [`conn`], [`subscriber`], [`publisher`]: the benchmark's clients;
-//! - [`memory`], [`fanout`], [`latency`]: the scenarios;
+//!   [`http`], [`sse`], [`poll`]: the HTTP/1.1 client, SSE and long-polling
+//!   subscribers;
+//! - [`memory`], [`fanout`], [`latency`]: the scenarios (each for one or
+//!   more transports);
 //! - [`report`], [`compare`]: the tables and the JSON file.
 
 mod compare;
 mod conn;
 mod fanout;
+mod http;
 mod latency;
 mod memory;
 mod peer;
+mod poll;
 mod procfs;
 mod protocol;
 mod publisher;
 mod report;
 mod server;
+mod sse;
 mod subscriber;
 
 use std::path::PathBuf;
@@ -43,6 +51,7 @@ use serde_json::{json, Map, Value};
 use peer::{Peer, PeerChoice, SocketIoPeer};
 use report::Figure;
 use server::{Server, ServerOptions};
+use subscriber::Transport;
 
 /// Descriptors beyond the connections: the runtime, the publisher, HTTP probes.
 const FD_MARGIN: u64 = 64;
@@ -52,12 +61,64 @@ const FD_MARGIN: u64 = 64;
 pub enum Scenario {
     /// Every scenario, in the order below.
     All,
-    /// Server RSS per idle connection.
+    /// Server RSS per idle WebSocket connection.
     Memory,
-    /// Deliveries per second at saturation.
+    /// Server RSS per idle SSE session (Switchboard only).
+    MemorySse,
+    /// Server RSS per idle long-polling session, one poll pending
+    /// (Switchboard only).
+    MemoryPoll,
+    /// Deliveries per second at saturation, WebSocket subscribers.
     Fanout,
-    /// Publish → deliver latency at a fixed rate.
+    /// The same with SSE subscribers, and its ratio to `fanout`
+    /// (Switchboard only).
+    FanoutSse,
+    /// Publish → deliver latency at a fixed rate, WebSocket subscribers.
     Latency,
+    /// Publish → deliver latency to long-polling clients (Switchboard only).
+    LatencyPoll,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run.
+    const ORDER: [Scenario; 7] = [
+        Scenario::Memory,
+        Scenario::MemorySse,
+        Scenario::MemoryPoll,
+        Scenario::Fanout,
+        Scenario::FanoutSse,
+        Scenario::Latency,
+        Scenario::LatencyPoll,
+    ];
+
+    /// Key in the JSON results and in figures.
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::All => "all",
+            Scenario::Memory => "memory",
+            Scenario::MemorySse => "memory_sse",
+            Scenario::MemoryPoll => "memory_poll",
+            Scenario::Fanout => "fanout",
+            Scenario::FanoutSse => "fanout_sse",
+            Scenario::Latency => "latency",
+            Scenario::LatencyPoll => "latency_poll",
+        }
+    }
+
+    /// The subscribers' transport.
+    fn transport(self) -> Transport {
+        match self {
+            Scenario::MemorySse | Scenario::FanoutSse => Transport::Sse,
+            Scenario::MemoryPoll | Scenario::LatencyPoll => Transport::LongPoll,
+            _ => Transport::WebSocket,
+        }
+    }
+
+    /// Whether the scenario can run on `peer` (the Socket.IO peer speaks
+    /// WebSocket only).
+    fn applies_to(self, peer: Peer) -> bool {
+        self.transport() == Transport::WebSocket || peer == Peer::Switchboard
+    }
 }
 
 /// Arguments of `switchboard bench`. Run it pinned to a core other than the
@@ -113,6 +174,15 @@ pub struct BenchArgs {
     /// latency: seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
     latency_secs: f64,
+    /// latency-poll: long-polling clients.
+    #[arg(long, default_value_t = 10)]
+    poll_latency_clients: usize,
+    /// latency-poll: messages per second.
+    #[arg(long, default_value_t = 10.0)]
+    poll_latency_rate: f64,
+    /// latency-poll: seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    poll_latency_secs: f64,
     /// The CPU the server is pinned to.
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -134,17 +204,30 @@ impl BenchArgs {
             || self.scenario.contains(&s)
     }
 
-    /// Most connections open at once in the selected scenarios.
+    /// Most connections open at once in the selected scenarios (SSE
+    /// setups also hold up to `--connect-concurrency` connections for
+    /// their commands).
     fn max_connections(&self) -> u64 {
         let mut most = 0;
-        if self.wants(Scenario::Memory) {
-            most = most.max(self.memory_steps.iter().copied().max().unwrap_or(0));
+        let steps = self.memory_steps.iter().copied().max().unwrap_or(0);
+        let fanout = self.fanout_subscribers.iter().copied().max().unwrap_or(0) + 1;
+        if self.wants(Scenario::Memory) || self.wants(Scenario::MemoryPoll) {
+            most = most.max(steps);
+        }
+        if self.wants(Scenario::MemorySse) {
+            most = most.max(steps + self.connect_concurrency);
         }
         if self.wants(Scenario::Fanout) {
-            most = most.max(self.fanout_subscribers.iter().copied().max().unwrap_or(0) + 1);
+            most = most.max(fanout);
+        }
+        if self.wants(Scenario::FanoutSse) {
+            most = most.max(fanout + self.connect_concurrency);
         }
         if self.wants(Scenario::Latency) {
             most = most.max(self.latency_subscribers + 1);
+        }
+        if self.wants(Scenario::LatencyPoll) {
+            most = most.max(self.poll_latency_clients + 1);
         }
         most as u64
     }
@@ -158,6 +241,8 @@ struct Outcome {
     scenarios: Map<String, Value>,
     /// Scenarios that failed: server, scenario, error.
     failures: Vec<Value>,
+    /// Scenarios that do not apply to a server (not run on it).
+    skipped: Vec<(Peer, &'static str)>,
 }
 
 /// Runs the benchmark.
@@ -194,7 +279,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let figures: Vec<Figure> = out.figures.iter().map(|(_, f)| f.clone()).collect();
         println!("\n{}:\n{}", only.name(), report::table(&figures));
     } else {
-        println!("\n{}", compare::table(&peers, &out.figures));
+        println!("\n{}", compare::table(&peers, &out.figures, &out.skipped));
     }
     eprintln!(
         "bench: load average at start {}, at end {}",
@@ -241,6 +326,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "comparison": (peers.len() > 1).then(|| compare::to_json(&peers, &out.figures)),
             "scenarios": out.scenarios,
             "failures": out.failures,
+            "not_applicable": out.skipped.iter()
+                .map(|(p, s)| json!({ "peer": p.key(), "scenario": s }))
+                .collect::<Vec<_>>(),
             "completed": out.failures.is_empty(),
         });
         report::write_json(path, &results)?;
@@ -256,10 +344,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// the other for each scenario, so that both see the machine in the same
 /// state as far as possible. A failure is recorded and the run goes on.
 async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], out: &mut Outcome) {
-    let scenarios = [Scenario::Memory, Scenario::Fanout, Scenario::Latency];
-    for scenario in scenarios.into_iter().filter(|&s| args.wants(s)) {
-        let name = format!("{scenario:?}").to_lowercase();
+    for scenario in Scenario::ORDER.into_iter().filter(|&s| args.wants(s)) {
+        let name = scenario.key();
         for &peer in peers {
+            if !scenario.applies_to(peer) {
+                if peers.len() > 1 {
+                    eprintln!(
+                        "== {name}: {} == not applicable (WebSocket only)",
+                        peer.name()
+                    );
+                }
+                out.skipped.push((peer, name));
+                continue;
+            }
             if peers.len() > 1 {
                 eprintln!("== {name}: {} ==", peer.name());
             }
@@ -269,9 +366,12 @@ async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], o
             };
             match result {
                 Ok((mut figures, details)) => {
-                    out.figures.extend(figures.drain(..).map(|f| (peer, f)));
+                    out.figures.extend(figures.drain(..).map(|mut f| {
+                        f.scenario = name;
+                        (peer, f)
+                    }));
                     let entry = out.scenarios.entry(peer.key()).or_insert_with(|| json!({}));
-                    entry[&name] = details;
+                    entry[name] = details;
                 }
                 Err(e) => {
                     let error = format!("{e:#}");
@@ -280,6 +380,69 @@ async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], o
                         .push(json!({ "peer": peer.key(), "scenario": name, "error": error }));
                 }
             }
+        }
+    }
+    add_sse_ratios(&mut out.figures);
+}
+
+/// After each SSE fan-out deliveries/s figure, its share of the WebSocket
+/// figure for the same subscriber count measured by the same run (target:
+/// at least 70%). Without the WebSocket run (`--scenario fanout-sse` alone)
+/// there is no ratio, and a note says so.
+fn add_sse_ratios(figures: &mut Vec<(Peer, Figure)>) {
+    let mut at = 0;
+    while at < figures.len() {
+        let (peer, f) = &figures[at];
+        at += 1;
+        let Some(rest) = f.name.strip_prefix("fanout SSE ") else {
+            continue;
+        };
+        let Some(size) = rest.strip_suffix(": deliveries/s") else {
+            continue;
+        };
+        let size = size.to_owned();
+        let ws_name = format!("fanout {size}: deliveries/s");
+        let ws = figures
+            .iter()
+            .find(|(p, w)| p == peer && w.name == ws_name)
+            .map(|(_, w)| w.value);
+        let (peer, sse) = (*peer, f.value);
+        let Some(ws) = ws.filter(|&v| v > 0.0) else {
+            eprintln!(
+                "bench: no WebSocket fan-out to {size} in this run: run `--scenario fanout,fanout-sse` \
+                 for the SSE / WebSocket ratio"
+            );
+            continue;
+        };
+        let mut ratio = Figure::new(
+            format!("fanout SSE {size}: SSE / WebSocket deliveries/s"),
+            100.0 * sse / ws,
+            "%",
+            Some(report::Target::AtLeast(70.0)),
+        );
+        ratio.scenario = Scenario::FanoutSse.key();
+        figures.insert(at, (peer, ratio));
+        at += 1;
+        // The server's CPU per delivery, a steadier comparison than rates
+        // when other processes share the machine.
+        let cpu = |name: &str| {
+            figures
+                .iter()
+                .find(|(p, f)| *p == peer && f.name == name)
+                .map(|(_, f)| f.value)
+        };
+        let ws_cpu = cpu(&format!("fanout {size}: server CPU per delivery"));
+        let sse_cpu = cpu(&format!("fanout SSE {size}: server CPU per delivery"));
+        if let (Some(ws_cpu), Some(sse_cpu)) = (ws_cpu, sse_cpu.filter(|&v| v > 0.0)) {
+            let mut f = Figure::new(
+                format!("fanout SSE {size}: server CPU per delivery, SSE / WebSocket"),
+                sse_cpu / ws_cpu.max(1e-9),
+                "x",
+                None,
+            );
+            f.scenario = Scenario::FanoutSse.key();
+            figures.insert(at, (peer, f));
+            at += 1;
         }
     }
 }
@@ -291,18 +454,20 @@ async fn run_one(
     server: &mut Server,
 ) -> anyhow::Result<(Vec<Figure>, Value)> {
     let concurrency = args.connect_concurrency;
+    let transport = scenario.transport();
     match scenario {
-        Scenario::Memory => {
+        Scenario::Memory | Scenario::MemorySse | Scenario::MemoryPoll => {
             let params = memory::MemoryParams {
                 steps: args.memory_steps.clone(),
                 settle: Duration::from_millis(args.settle_ms),
                 concurrency,
+                transport,
             };
             memory::run(server, &params)
                 .await
-                .context("memory scenario")
+                .with_context(|| format!("{} scenario", scenario.key()))
         }
-        Scenario::Fanout => {
+        Scenario::Fanout | Scenario::FanoutSse => {
             let params = fanout::FanoutParams {
                 subscribers: args.fanout_subscribers.clone(),
                 warmup: Duration::from_secs_f64(args.fanout_warmup_secs.max(0.0)),
@@ -311,10 +476,25 @@ async fn run_one(
                 max_lag: args.max_lag,
                 payload_bytes: args.payload_bytes,
                 concurrency,
+                transport,
             };
             fanout::run(server, &params)
                 .await
-                .context("fanout scenario")
+                .with_context(|| format!("{} scenario", scenario.key()))
+        }
+        Scenario::LatencyPoll => {
+            let params = latency::PollLatencyParams {
+                clients: args.poll_latency_clients,
+                rate: args.poll_latency_rate,
+                secs: args.poll_latency_secs,
+                payload_bytes: args.payload_bytes,
+                concurrency,
+            };
+            let result = latency::run_long_poll(server, &params)
+                .await
+                .context("latency_poll scenario")?;
+            server.check_alive()?;
+            Ok(result)
         }
         Scenario::All => bail!("`all` is not one scenario"),
         Scenario::Latency => {

@@ -178,6 +178,19 @@ impl Publisher {
         }
     }
 
+    /// Closes the WebSocket deliberately (a close frame), so that the server
+    /// ends the session at once instead of keeping it for a resume, and
+    /// waits (briefly) for the server's close.
+    pub async fn close(mut self) {
+        let mut frame = Vec::new();
+        ws::encode_client_close(1000, "", &mut frame);
+        if self.conn.stream.write_all(&frame).await.is_err() {
+            return;
+        }
+        let drain = async { while self.read_acks().await.is_ok() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+
     /// Publishes `count` messages at `rate` per second; `data(i)` builds the
     /// i-th message's data just before it is sent. Returns once every
     /// publish is acknowledged.
@@ -232,7 +245,9 @@ pub fn spawn_saturating(
         runtime.block_on(async {
             let mut publisher = Publisher::open(&endpoint, &token, &channel).await?;
             publisher.saturate(&data, &cfg).await?;
-            Ok(publisher.sent)
+            let sent = publisher.sent;
+            publisher.close().await;
+            Ok(sent)
         })
     };
     let spawned = std::thread::Builder::new()

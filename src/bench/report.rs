@@ -43,6 +43,9 @@ pub struct Figure {
     pub unit: &'static str,
     /// The target, if the figure has one.
     pub target: Option<Target>,
+    /// The scenario that measured it (its JSON key, e.g. `fanout_sse`);
+    /// set by the runner.
+    pub scenario: &'static str,
 }
 
 impl Figure {
@@ -53,6 +56,7 @@ impl Figure {
             value,
             unit,
             target,
+            scenario: "",
         }
     }
 
@@ -72,6 +76,7 @@ impl Figure {
             "value": self.value,
             "unit": self.unit,
             "target": self.target.map(|t| t.describe(self.unit)),
+            "scenario": self.scenario,
             "result": self.verdict(),
         })
     }

@@ -43,6 +43,8 @@ pub struct Server {
     pub peer: Peer,
     /// Its HMAC secret, for minting connection tokens (Switchboard only).
     secret: Option<Arc<str>>,
+    /// Its server API key (Switchboard only).
+    api_key: Option<String>,
     /// The CPU it is pinned to.
     pub cpu: usize,
     data_dir: PathBuf,
@@ -60,16 +62,18 @@ impl Server {
         let log_path = data_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let (mut cmd, secret) = match peer {
+        let (mut cmd, secret, api_key) = match peer {
             Peer::Switchboard => {
                 let secret = format!(
                     "{}{}",
                     switchboard::ws::client_key(),
                     switchboard::ws::client_key()
                 );
+                let api_key = switchboard::ws::client_key();
                 (
-                    switchboard_command(opts, addr, &data_dir, &secret)?,
+                    switchboard_command(opts, addr, &data_dir, &secret, &api_key)?,
                     Some(secret.into()),
+                    Some(api_key),
                 )
             }
             Peer::SocketIo => {
@@ -77,7 +81,7 @@ impl Server {
                     .socketio
                     .as_ref()
                     .context("the Socket.IO peer was not prepared")?;
-                (setup.command(opts.cpu, port), None)
+                (setup.command(opts.cpu, port), None, None)
             }
         };
         cmd.stdin(Stdio::null())
@@ -94,6 +98,7 @@ impl Server {
             addr,
             peer,
             secret,
+            api_key,
             cpu: opts.cpu,
             data_dir,
         };
@@ -157,6 +162,27 @@ impl Server {
             .with_context(|| format!("no {name} in /metrics"))
     }
 
+    /// Disconnects every session of `user` with `POST /api/disconnect`
+    /// (Switchboard only): attached transports get the `disconnect` and the
+    /// sessions end at once, where a dropped socket would only detach its
+    /// session for `client.session_grace` (still subscribed, still fed).
+    /// Returns how many sessions the server disconnected.
+    pub fn disconnect_user(&self, user: &str) -> anyhow::Result<u64> {
+        let key = self
+            .api_key
+            .as_deref()
+            .context("this server has no API to disconnect users")?;
+        let body = format!(r#"{{"user":"{user}"}}"#);
+        let (status, answer) = http_post(self.addr, "/api/disconnect", key, &body)?;
+        if status != 200 {
+            bail!("POST /api/disconnect answered {status}: {answer}");
+        }
+        serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["result"]["disconnected"].as_u64())
+            .with_context(|| format!("unexpected answer to /api/disconnect: {answer}"))
+    }
+
     /// The logged-in connections the server counts.
     pub fn connections(&self) -> anyhow::Result<u64> {
         Ok(self.metric(self.peer.connections_metric())? as u64)
@@ -197,6 +223,7 @@ fn switchboard_command(
     addr: SocketAddr,
     data_dir: &std::path::Path,
     secret: &str,
+    api_key: &str,
 ) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("locating the switchboard binary")?;
     let mut cmd = Command::new("taskset");
@@ -214,7 +241,7 @@ fn switchboard_command(
     cmd.env("SWITCHBOARD_LOG", "warn")
         .env("SWITCHBOARD_WORKERS", "1")
         .env("SWITCHBOARD_AUTH_HMAC_SECRET", secret)
-        .env("SWITCHBOARD_AUTH_API_KEY", switchboard::ws::client_key())
+        .env("SWITCHBOARD_AUTH_API_KEY", api_key)
         .env("SWITCHBOARD_CLIENT_QUEUE_MAX_SIZE", &opts.queue_max_size)
         .env(format!("{ns}CLIENT_PUBLISH"), "true")
         .env(format!("{ns}HISTORY_SIZE"), opts.history_size.to_string())
@@ -232,20 +259,35 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// A minimal blocking `GET` over HTTP/1.1; returns (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_exchange(addr, path, &request)
+}
+
+/// A minimal blocking server API call; returns (status, body).
+fn http_post(addr: SocketAddr, path: &str, key: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: apikey {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_exchange(addr, path, &request)
+}
+
+/// Writes `request`, reads the response to the end (the request asks the
+/// server to close; the body is not chunked for these small answers).
+fn http_exchange(addr: SocketAddr, path: &str, request: &str) -> anyhow::Result<(u16, String)> {
     let timeout = Duration::from_secs(5);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad HTTP response to GET {path}"))?;
+        .with_context(|| format!("bad HTTP response to {path}"))?;
     let body = response
         .split_once("\r\n\r\n")
         .map_or("", |(_, b)| b)

@@ -1,5 +1,6 @@
 //! Subscriber connections: a [`Fleet`] of them, one task each, on the
-//! benchmark's single thread.
+//! benchmark's single thread, over a WebSocket (this file's read loop), an
+//! SSE stream ([`super::sse`]) or long-polling ([`super::poll`]).
 //!
 //! The read loop is built to be cheap so the client core is not what is
 //! measured: every task reads into one shared 64 KiB buffer (the runtime is
@@ -25,11 +26,13 @@ use tokio::task::JoinHandle;
 
 use super::conn::{open_subscriber, Conn};
 use super::latency::Recorder;
+use super::poll::{poll_loop, PollConn};
 use super::protocol::{Endpoint, Kind, Protocol};
+use super::sse::{SendPool, SseConn};
 
 thread_local! {
     /// The read buffer shared by every connection task of this thread.
-    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; 64 * 1024].into_boxed_slice());
+    pub(super) static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; 64 * 1024].into_boxed_slice());
 }
 
 /// What one subscriber saw.
@@ -46,7 +49,7 @@ pub struct SubStat {
 }
 
 impl SubStat {
-    fn end(&self, why: String) {
+    pub(super) fn end(&self, why: String) {
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         ended.get_or_insert(why);
     }
@@ -66,6 +69,28 @@ pub enum Channels {
     PerConnection(String),
 }
 
+/// How a subscriber talks to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket (either protocol).
+    WebSocket,
+    /// Server-Sent Events, commands by `POST /connection/send` (Switchboard).
+    Sse,
+    /// Long-polling, one `GET` pending at a time (Switchboard).
+    LongPoll,
+}
+
+impl Transport {
+    /// Display name, as in figure names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "WebSocket",
+            Transport::Sse => "SSE",
+            Transport::LongPoll => "long-poll",
+        }
+    }
+}
+
 /// What to do with publications.
 #[derive(Clone)]
 pub enum Mode {
@@ -80,6 +105,8 @@ pub enum Mode {
 pub struct FleetSpec {
     /// The server and its protocol.
     pub endpoint: Endpoint,
+    /// The transport every connection of the fleet uses.
+    pub transport: Transport,
     /// Connection token (all subscribers share one user; empty for a
     /// server without authentication).
     pub token: Arc<str>,
@@ -114,6 +141,9 @@ impl Fleet {
     /// once all of them are subscribed; their read loops keep running.
     pub async fn add(&mut self, spec: &FleetSpec, n: usize) -> anyhow::Result<()> {
         let gate = Arc::new(Semaphore::new(spec.concurrency.max(1)));
+        // SSE commands go over a few keep-alive connections of their own,
+        // closed once the last new stream is subscribed.
+        let pool = (spec.transport == Transport::Sse).then(|| SendPool::new(spec.endpoint.addr));
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<(), String>>();
         let first = self.stats.len();
         for i in first..first + n {
@@ -124,16 +154,23 @@ impl Fleet {
                 Channels::PerConnection(prefix) => format!("{prefix}{i}"),
             };
             let (spec, gate, ready) = (spec.clone(), gate.clone(), ready_tx.clone());
+            let pool = pool.clone();
             self.tasks.push(tokio::spawn(async move {
                 let opened = {
                     // The semaphore is never closed, so acquire cannot fail.
                     let _permit = gate.acquire().await;
-                    open_subscriber(&spec.endpoint, &spec.token, &channel).await
+                    open(&spec, &channel, pool.as_deref()).await
                 };
+                drop(pool);
                 match opened {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
-                        read_loop(conn, &stat, &spec.mode, spec.progress.as_deref()).await;
+                        let (mode, progress) = (&spec.mode, spec.progress.as_deref());
+                        match conn {
+                            Opened::WebSocket(c) => read_loop(c, &stat, mode, progress).await,
+                            Opened::Sse(c) => super::sse::read_loop(c, &stat, mode, progress).await,
+                            Opened::LongPoll(c) => poll_loop(c, &stat, mode, progress).await,
+                        }
                     }
                     Err(e) => {
                         let _ = ready.send(Err(format!("connection {i}: {e:#}")));
@@ -142,6 +179,7 @@ impl Fleet {
             }));
         }
         drop(ready_tx);
+        drop(pool);
         for done in 0..n {
             match ready_rx.recv().await {
                 Some(Ok(())) => {}
@@ -169,6 +207,30 @@ impl Fleet {
         (n, ended.into_iter().take(limit).collect())
     }
 
+    /// Ends the fleet's sessions on the server, then closes the sockets.
+    ///
+    /// On Switchboard a dropped socket (or event stream, or poll) only
+    /// detaches its session, which then stays subscribed for
+    /// `client.session_grace` and is still fed by the next run's
+    /// publisher; so the server is asked to disconnect `user` (every
+    /// connection of a fleet shares one user), which ends each session at
+    /// once and makes each read loop finish. Other servers close with the
+    /// socket.
+    pub async fn end(self, server: &super::server::Server, user: &str) {
+        if server.peer == super::peer::Peer::Switchboard {
+            match server.disconnect_user(user) {
+                Ok(_) => {
+                    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+                    while self.tasks.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                Err(e) => eprintln!("bench: warning: cannot disconnect {user}: {e:#}"),
+            }
+        }
+        self.close().await;
+    }
+
     /// Closes every connection (drops the sockets) and waits for the tasks.
     pub async fn close(mut self) {
         let tasks = std::mem::take(&mut self.tasks);
@@ -187,6 +249,32 @@ impl Drop for Fleet {
             t.abort();
         }
     }
+}
+
+/// A subscribed connection, before its read loop starts.
+enum Opened {
+    WebSocket(Conn),
+    Sse(SseConn),
+    LongPoll(PollConn),
+}
+
+/// Opens one connection of `spec`'s transport and subscribes it to `channel`.
+async fn open(spec: &FleetSpec, channel: &str, pool: Option<&SendPool>) -> anyhow::Result<Opened> {
+    let (endpoint, token) = (&spec.endpoint, &spec.token);
+    Ok(match spec.transport {
+        Transport::WebSocket => Opened::WebSocket(open_subscriber(endpoint, token, channel).await?),
+        Transport::Sse => {
+            let pool = pool.context("no send pool for SSE")?;
+            let mut conn = SseConn::open(endpoint, token).await?;
+            conn.subscribe(pool, token, channel).await?;
+            Opened::Sse(conn)
+        }
+        Transport::LongPoll => {
+            let mut conn = PollConn::open(endpoint, token).await?;
+            conn.subscribe(channel).await?;
+            Opened::LongPoll(conn)
+        }
+    })
 }
 
 /// Reads until the connection ends, counting publications into `stat`.
