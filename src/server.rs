@@ -59,7 +59,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let _ = tcp.set_nodelay(true);
     });
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        // One router for every connection (not a clone per connection).
+        axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move { stopped.notified().await })
             .await
     });

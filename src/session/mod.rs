@@ -262,6 +262,17 @@ impl Session {
         }
     }
 
+    /// Drops written frames past retention (transports call this on their
+    /// keep-alive tick, so an idle session does not keep old frames).
+    pub fn trim(&self) {
+        let cfg = &self.node.config.client;
+        self.lock().log.trim(
+            now_millis(),
+            retention(cfg).as_millis() as u64,
+            cfg.queue_max_size,
+        );
+    }
+
     /// Waits until there may be something to take (or a takeover).
     pub async fn ready(&self) {
         self.outbound.ready().await

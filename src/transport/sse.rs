@@ -93,6 +93,7 @@ async fn start(node: &Arc<Node>, headers: &HeaderMap, query: SseQuery) -> Result
         opening: Some(opening.freeze()),
         ping,
         keepalive: Box::pin(sleep(ping)),
+        buf: BytesMut::new(),
         done: false,
     })
 }
@@ -148,6 +149,8 @@ struct Feed {
     ping: Duration,
     keepalive: Pin<Box<Sleep>>,
     done: bool,
+    /// The write buffer, reused while busy and freed when idle.
+    buf: BytesMut,
 }
 
 impl Feed {
@@ -186,6 +189,9 @@ impl Feed {
                 _ = self.session.ready() => {}
                 _ = &mut self.keepalive => {
                     self.keepalive.as_mut().reset(tokio::time::Instant::now() + self.ping);
+                    self.session.trim();
+                    // Idle for a whole ping interval: keep no buffer.
+                    self.buf = BytesMut::new();
                     return Some(Bytes::from_static(b":\n\n"));
                 }
                 _ = sleep(expires_in.unwrap_or(Duration::MAX)), if expires_in.is_some() => {
@@ -202,14 +208,18 @@ impl Feed {
                 .iter()
                 .map(|n| n.frame.len() + self.id.len() + 40)
                 .sum::<usize>();
-        let mut out = BytesMut::with_capacity(size);
+        // One buffer per busy stream: once the previous chunk is written
+        // (and dropped) `reserve` takes its room back instead of asking the
+        // allocator (and the kernel) for fresh pages every write.
+        let out = &mut self.buf;
+        out.reserve(size);
         if let Some(opening) = opening {
             out.put_slice(&opening);
         }
         for n in frames {
-            encode_event(&self.id, n, &mut out);
+            encode_event(&self.id, n, out);
         }
-        out.freeze()
+        out.split().freeze()
     }
 }
 
@@ -231,7 +241,17 @@ fn encode_event(session: &str, n: &Numbered, out: &mut BytesMut) {
     if let Some(seq) = n.seq {
         out.put_slice(b"id: ");
         out.put_slice(session.as_bytes());
-        out.put_slice(format!(".{seq}\n").as_bytes());
+        out.put_u8(b'.');
+        put_decimal(seq, out);
+        out.put_u8(b'\n');
+    }
+    // Frames the server encodes never hold a raw line break; only JSON
+    // whitespace a client wrote inside `data` can.
+    if !n.frame.iter().any(|&b| b == b'\n' || b == b'\r') {
+        out.put_slice(b"data: ");
+        out.put_slice(&n.frame);
+        out.put_slice(b"\n\n");
+        return;
     }
     for line in n.frame.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -242,6 +262,21 @@ fn encode_event(session: &str, n: &Numbered, out: &mut BytesMut) {
         }
     }
     out.put_u8(b'\n');
+}
+
+/// `n` in decimal, without an intermediate `String`.
+fn put_decimal(mut n: u64, out: &mut BytesMut) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -268,6 +303,11 @@ mod tests {
             "id: s1.7\ndata: {\"type\":\"ping\"}\n\n"
         );
         assert_eq!(event(None, "{}"), "data: {}\n\n");
+        assert_eq!(event(Some(0), "{}"), "id: s1.0\ndata: {}\n\n");
+        assert_eq!(
+            event(Some(u64::MAX), "{}"),
+            format!("id: s1.{}\ndata: {{}}\n\n", u64::MAX)
+        );
     }
 
     #[test]

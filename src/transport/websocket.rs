@@ -458,6 +458,7 @@ where
                     begin_close(&session, DisconnectCode::TokenExpired.into(), true, &mut closing);
                 } else if now >= next_ping {
                     next_ping = now + cfg.ping_interval;
+                    session.trim();
                     // Pings belong to this socket, not to the session's sequence.
                     frame::header(OpCode::Text, frames::PING.len(), None, &mut control);
                     control.extend_from_slice(frames::PING);
