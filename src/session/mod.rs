@@ -255,7 +255,7 @@ impl Session {
         let cfg = &self.node.config.client;
         state
             .log
-            .trim(now, retention(cfg).as_millis() as u64, cfg.queue_max_size);
+            .trim(now, retention(cfg).as_millis() as u64, replay_bytes(cfg));
         match closing {
             Some(d) => Take::Closing(frames, d),
             None => Take::Frames(frames),
@@ -269,7 +269,7 @@ impl Session {
         self.lock().log.trim(
             now_millis(),
             retention(cfg).as_millis() as u64,
-            cfg.queue_max_size,
+            replay_bytes(cfg),
         );
     }
 
@@ -354,6 +354,14 @@ impl Session {
         // it half-done, so poisoning is ignored.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Most bytes of written frames a session keeps for a replay. The frames
+/// themselves are shared with every subscriber; what this bounds is the
+/// log's own entries under heavy traffic. Past it a resume falls back to
+/// per-channel recovery with `since`.
+pub fn replay_bytes(cfg: &crate::config::ClientConfig) -> usize {
+    cfg.queue_max_size.min(64 * 1024)
 }
 
 /// How long written frames stay replayable: long enough for a client to
