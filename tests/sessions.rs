@@ -61,6 +61,26 @@ impl Counted {
     }
 }
 
+/// Waits until `n` sessions have no transport (the server noticed the
+/// dropped socket).
+async fn detached(server: &TestServer, n: u64) {
+    let line = format!("switchboard_sessions_detached {n}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = reqwest::get(server.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {line}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn publish(server: &TestServer, n: u64) {
     let (status, body) = server
         .api("publish", json!({"channel": FEED, "data": {"n": n}}))
@@ -249,6 +269,7 @@ async fn api_disconnect_releases_a_detached_session_at_once() {
     client.subscribe("chat:room").await;
     let (session, seq) = (client.session.clone(), client.seq);
     drop(client);
+    detached(&server, 1).await;
     let (status, body) = server
         .api("disconnect", json!({"user": "42", "code": 3000}))
         .await;
