@@ -94,6 +94,26 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Every delivery's latency recorded so far (taken out), sorted.
+    pub fn take_sorted(&self) -> Vec<u64> {
+        let mut every =
+            std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|e| e.into_inner()));
+        every.sort_unstable();
+        every
+    }
+
+    /// Messages that reached fewer than `n` subscribers.
+    pub fn messages_short_of(&self, n: u32) -> usize {
+        self.reached.iter().filter(|r| r.load(Relaxed) < n).count()
+    }
+
+    /// Frames whose `t`/`i` could not be read.
+    pub fn unreadable(&self) -> u64 {
+        self.unreadable.load(Relaxed)
+    }
+}
+
 /// Nearest-rank percentile of sorted `v` (0 when empty).
 pub fn percentile(v: &[u64], p: f64) -> u64 {
     if v.is_empty() {
@@ -104,11 +124,12 @@ pub fn percentile(v: &[u64], p: f64) -> u64 {
 }
 
 /// The last (largest) element of sorted `v` (0 when empty).
-fn max_of(v: &[u64]) -> u64 {
+pub fn max_of(v: &[u64]) -> u64 {
     v.last().copied().unwrap_or(0)
 }
 
-fn ms(ns: u64) -> f64 {
+/// Nanoseconds as milliseconds.
+pub fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 

@@ -23,9 +23,11 @@
 //!   [`http`], [`sse`], [`poll`]: the HTTP/1.1 client, SSE and long-polling
 //!   subscribers;
 //! - [`memory`], [`fanout`], [`latency`]: the scenarios (each for one or
-//!   more transports);
+//!   more transports); [`cluster`]: three nodes through Redis next to one
+//!   node (only when asked for with `--scenario cluster`);
 //! - [`report`], [`compare`]: the tables and the JSON file.
 
+mod cluster;
 mod compare;
 mod conn;
 mod fanout;
@@ -77,6 +79,10 @@ pub enum Scenario {
     Latency,
     /// Publish → deliver latency to long-polling clients (Switchboard only).
     LatencyPoll,
+    /// Cross-node publish → deliver latency through Redis (three nodes)
+    /// next to one node, and local fan-out on a Redis-broker node
+    /// (Switchboard only; needs Redis and PostgreSQL; not part of `all`).
+    Cluster,
 }
 
 impl Scenario {
@@ -102,6 +108,7 @@ impl Scenario {
             Scenario::FanoutSse => "fanout_sse",
             Scenario::Latency => "latency",
             Scenario::LatencyPoll => "latency_poll",
+            Scenario::Cluster => "cluster",
         }
     }
 
@@ -117,7 +124,8 @@ impl Scenario {
     /// Whether the scenario can run on `peer` (the Socket.IO peer speaks
     /// WebSocket only).
     fn applies_to(self, peer: Peer) -> bool {
-        self.transport() == Transport::WebSocket || peer == Peer::Switchboard
+        (self.transport() == Transport::WebSocket && self != Scenario::Cluster)
+            || peer == Peer::Switchboard
     }
 }
 
@@ -195,10 +203,44 @@ pub struct BenchArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 128)]
     connect_concurrency: usize,
+    /// cluster: total publication rates to measure, one run each on one
+    /// node and on three nodes.
+    #[arg(long, value_delimiter = ',', default_value = "50000,10000")]
+    cluster_rate: Vec<f64>,
+    /// cluster: channels the publications are spread over (a subscriber per
+    /// channel on each of nodes B and C).
+    #[arg(long, default_value_t = 1000)]
+    cluster_channels: usize,
+    /// cluster: seconds of publishing per run.
+    #[arg(long, default_value_t = 10.0)]
+    cluster_secs: f64,
+    /// cluster: publisher connections (on node A).
+    #[arg(long, default_value_t = 32)]
+    cluster_publishers: usize,
+    /// cluster: most publishes unacknowledged, all publishers together.
+    #[arg(long, default_value_t = 4096)]
+    cluster_in_flight: u64,
+    /// cluster: CPUs of nodes A (publishers), B and C (subscribers).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,1")]
+    cluster_cpus: Vec<usize>,
+    /// cluster: subscribers of one channel in the local fan-out comparison.
+    #[arg(long, default_value_t = 1000)]
+    cluster_fanout_subscribers: usize,
+    /// cluster: the nodes' broker.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    cluster_broker: String,
+    /// cluster: the nodes' store.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    cluster_store: String,
 }
 
 impl BenchArgs {
     fn wants(&self, s: Scenario) -> bool {
+        if s == Scenario::Cluster {
+            // Not part of `all`: it needs Redis and PostgreSQL and takes
+            // about two minutes.
+            return self.scenario.contains(&s);
+        }
         self.scenario.is_empty()
             || self.scenario.contains(&Scenario::All)
             || self.scenario.contains(&s)
@@ -228,6 +270,10 @@ impl BenchArgs {
         }
         if self.wants(Scenario::LatencyPoll) {
             most = most.max(self.poll_latency_clients + 1);
+        }
+        if self.wants(Scenario::Cluster) {
+            let runs = 2 * self.cluster_channels + self.cluster_publishers;
+            most = most.max(runs.max(self.cluster_fanout_subscribers + 1));
         }
         most as u64
     }
@@ -266,6 +312,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         queue_max_size: args.queue_max_size.clone(),
         history_size: args.history_size,
         socketio,
+        extra_env: Vec::new(),
+        secrets: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -344,7 +392,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// the other for each scenario, so that both see the machine in the same
 /// state as far as possible. A failure is recorded and the run goes on.
 async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], out: &mut Outcome) {
-    for scenario in Scenario::ORDER.into_iter().filter(|&s| args.wants(s)) {
+    let order = Scenario::ORDER.into_iter().chain([Scenario::Cluster]);
+    for scenario in order.filter(|&s| args.wants(s)) {
         let name = scenario.key();
         for &peer in peers {
             if !scenario.applies_to(peer) {
@@ -360,9 +409,15 @@ async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], o
             if peers.len() > 1 {
                 eprintln!("== {name}: {} ==", peer.name());
             }
-            let result = match Server::start(peer, opts) {
-                Ok(mut server) => run_one(args, scenario, &mut server).await,
-                Err(e) => Err(e),
+            let result = match scenario {
+                // It starts its own servers (one node, then three).
+                Scenario::Cluster => cluster::run(opts, &cluster_params(args))
+                    .await
+                    .context("cluster scenario"),
+                _ => match Server::start(peer, opts) {
+                    Ok(mut server) => run_one(args, scenario, &mut server).await,
+                    Err(e) => Err(e),
+                },
             };
             match result {
                 Ok((mut figures, details)) => {
@@ -447,6 +502,33 @@ fn add_sse_ratios(figures: &mut Vec<(Peer, Figure)>) {
     }
 }
 
+/// The `cluster` scenario's parameters.
+fn cluster_params(args: &BenchArgs) -> cluster::ClusterParams {
+    cluster::ClusterParams {
+        rates: args.cluster_rate.clone(),
+        channels: args.cluster_channels,
+        secs: args.cluster_secs,
+        publishers: args.cluster_publishers,
+        in_flight: args.cluster_in_flight,
+        payload_bytes: args.payload_bytes,
+        concurrency: args.connect_concurrency,
+        single_cpu: args.server_cpu,
+        node_cpus: args.cluster_cpus.clone(),
+        broker: args.cluster_broker.clone(),
+        store: args.cluster_store.clone(),
+        fanout: fanout::FanoutParams {
+            subscribers: vec![args.cluster_fanout_subscribers],
+            warmup: Duration::from_secs_f64(args.fanout_warmup_secs.max(0.0)),
+            window: Duration::from_secs_f64(args.fanout_secs.max(0.1)),
+            in_flight: args.in_flight,
+            max_lag: args.max_lag,
+            payload_bytes: args.payload_bytes,
+            concurrency: args.connect_concurrency,
+            transport: Transport::WebSocket,
+        },
+    }
+}
+
 /// Runs `scenario` on a fresh `server`.
 async fn run_one(
     args: &BenchArgs,
@@ -497,6 +579,7 @@ async fn run_one(
             Ok(result)
         }
         Scenario::All => bail!("`all` is not one scenario"),
+        Scenario::Cluster => bail!("`cluster` starts its own servers"),
         Scenario::Latency => {
             let params = latency::LatencyParams {
                 subscribers: args.latency_subscribers,

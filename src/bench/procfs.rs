@@ -104,6 +104,23 @@ fn cpu_stat() -> Vec<CpuTicks> {
     cpus
 }
 
+/// Busy (user+nice+system), stolen and total clock ticks of the whole
+/// machine (every CPU), from `/proc/stat`.
+pub fn machine_ticks() -> (u64, u64, u64) {
+    cpu_stat().iter().fold((0, 0, 0), |(b, s, t), c| {
+        (b + c.busy, s + c.steal, t + c.total)
+    })
+}
+
+/// The id of a running process whose `comm` is `name` (e.g. `redis-server`).
+pub fn find_process(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == name).then_some(pid)
+    })
+}
+
 /// CPU time of the server and of this process over an interval, and the
 /// time the hypervisor took from each CPU (steal).
 #[derive(Clone, Debug)]

@@ -78,7 +78,18 @@ impl Publisher {
         ws::encode_client_text(self.text.as_bytes(), &mut self.wbuf);
     }
 
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    /// Appends one `publish` frame with `data` (raw JSON) to `channel`
+    /// (not the publisher's own) to the write buffer; [`flush`](Self::flush)
+    /// sends it.
+    pub fn queue_to(&mut self, channel: &str, data: &str) {
+        self.sent += 1;
+        let protocol = self.conn.protocol;
+        protocol.publish(self.sent, channel, data, &mut self.text);
+        ws::encode_client_text(self.text.as_bytes(), &mut self.wbuf);
+    }
+
+    /// Writes what was queued.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
         if !self.wbuf.is_empty() {
             self.conn
                 .stream
@@ -91,7 +102,7 @@ impl Publisher {
     }
 
     /// Waits for the socket, reads once and counts acknowledgements.
-    async fn read_acks(&mut self) -> anyhow::Result<()> {
+    pub async fn read_acks(&mut self) -> anyhow::Result<()> {
         self.conn
             .stream
             .readable()

@@ -32,6 +32,12 @@ pub struct ServerOptions {
     pub history_size: usize,
     /// The Socket.IO peer, when it is to be measured.
     pub socketio: Option<SocketIoPeer>,
+    /// More `SWITCHBOARD_*` settings (e.g. the broker and store of a
+    /// cluster node), set after the benchmark's own.
+    pub extra_env: Vec<(String, String)>,
+    /// The HMAC secret and API key to use instead of fresh random ones
+    /// (every node of a cluster needs the same).
+    pub secrets: Option<(String, String)>,
 }
 
 /// A running server child process; killed on drop.
@@ -64,12 +70,7 @@ impl Server {
             .with_context(|| format!("creating {}", log_path.display()))?;
         let (mut cmd, secret, api_key) = match peer {
             Peer::Switchboard => {
-                let secret = format!(
-                    "{}{}",
-                    switchboard::ws::client_key(),
-                    switchboard::ws::client_key()
-                );
-                let api_key = switchboard::ws::client_key();
+                let (secret, api_key) = opts.secrets.clone().unwrap_or_else(random_secrets);
                 (
                     switchboard_command(opts, addr, &data_dir, &secret, &api_key)?,
                     Some(secret.into()),
@@ -248,7 +249,20 @@ fn switchboard_command(
         .env(format!("{ns}PERSIST"), "false")
         .env(format!("{ns}PRESENCE"), "false")
         .env(format!("{ns}JOIN_LEAVE"), "false");
+    for (name, value) in &opts.extra_env {
+        cmd.env(name, value);
+    }
     Ok(cmd)
+}
+
+/// A fresh HMAC secret and server API key.
+pub fn random_secrets() -> (String, String) {
+    let secret = format!(
+        "{}{}",
+        switchboard::ws::client_key(),
+        switchboard::ws::client_key()
+    );
+    (secret, switchboard::ws::client_key())
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
