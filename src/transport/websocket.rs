@@ -370,6 +370,11 @@ where
                 }
             }
             _ = ready_or_now(&session, recheck), if !writing && !close_after_write => {
+                if !recheck {
+                    // Woken by a push: let whatever is fanning out push the
+                    // rest of its burst first, so one write carries many.
+                    tokio::task::yield_now().await;
+                }
                 recheck = false;
                 let (batch, end) = match session.take(generation) {
                     Take::Frames(f) => (f, None),
