@@ -28,6 +28,7 @@ use crate::history::HistoryError;
 
 pub mod postgres;
 pub mod sqlite;
+mod writer;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -166,13 +166,8 @@ impl History for SqliteStore {
     fn flush(&self) -> BoxFuture<'_, Result<(), HistoryError>> {
         // Queued now, so it covers every append made before this call.
         let (reply, answer) = oneshot::channel();
-        let sent = self.jobs.send(Job::Flush(reply));
-        Box::pin(async move {
-            sent.map_err(|_| HistoryError::from(StoreError::WriterGone))?;
-            answer
-                .await
-                .map_err(|_| HistoryError::from(StoreError::WriterGone))?
-        })
+        let queued = self.jobs.send(Job::Flush(reply)).is_ok();
+        super::writer::flushed(queued, answer)
     }
 }
 
@@ -180,16 +175,7 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Jobs are FIFO: everything queued before this is committed first.
         let _ = self.jobs.send(Job::Shutdown);
-        if let Some(handle) = self.writer.take() {
-            // Dropped by a callback running on the writer itself: joining
-            // would deadlock; the writer stops after this batch anyway.
-            if handle.thread().id() == thread::current().id() {
-                return;
-            }
-            if handle.join().is_err() {
-                tracing::error!("store writer thread panicked");
-            }
-        }
+        super::writer::join(self.writer.take(), "SQLite store");
     }
 }
 
