@@ -8,9 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -32,7 +31,7 @@ pub enum ServeError {
 pub struct Running {
     pub node: Arc<Node>,
     addr: SocketAddr,
-    stop: Arc<Notify>,
+    stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     maintenance: JoinHandle<()>,
     sweeper: JoinHandle<()>,
@@ -53,17 +52,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
     let node = Node::start(config).await?;
     let app = crate::http::router(node.clone());
-    let stop = Arc::new(Notify::new());
-    let stopped = stop.clone();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        // One router for every connection (not a clone per connection).
-        axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move { stopped.notified().await })
-            .await
-    });
+    let body_limit = crate::transport::http_session::body_limit(&node);
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept(listener, app, body_limit, stopped));
     let maintained = node.clone();
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -93,6 +84,42 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
+/// Accepts connections until `stop`, then waits for them to finish.
+async fn accept(
+    listener: TcpListener,
+    app: axum::Router,
+    body_limit: usize,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // Each connection holds a receiver; all dropped means all closed.
+    let (open, _) = watch::channel(());
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, don't spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::http::direct::stopping(&mut stop) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let stop = stop.clone();
+        let held = open.subscribe();
+        tokio::spawn(async move {
+            crate::http::direct::serve(tcp, app, body_limit, stop).await;
+            drop(held);
+        });
+    }
+    drop(listener);
+    open.closed().await;
+    Ok(())
+}
+
 impl Running {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
@@ -101,7 +128,7 @@ impl Running {
 
     /// Graceful stop: see the module doc.
     pub async fn shutdown(self) {
-        self.stop.notify_one();
+        let _ = self.stop.send(true);
         let timeout = self.node.config.shutdown_timeout;
         self.node.shutdown(timeout).await;
         self.maintenance.abort();

@@ -7,6 +7,7 @@ pub mod api;
 pub mod assets;
 pub mod cors;
 pub mod demo;
+pub mod direct;
 pub mod error;
 pub mod ops;
 pub mod origin;
@@ -36,10 +37,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 .get(long_poll::poll)
                 .options(no_content),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            cors::cors,
-        ));
+        .layer(cors::CorsLayer::new(node.clone()));
     Router::new()
         .route("/connection/websocket", any(websocket::upgrade))
         .merge(http_transports)

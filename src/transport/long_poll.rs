@@ -46,7 +46,7 @@ pub async fn connect(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bo
         Err(e) => return e.into_response(),
     };
     match open(&node, &headers, &body).await {
-        Ok(reply) => json_response(&headers, reply),
+        Ok(reply) => json_response(accepts_gzip(&headers), reply),
         Err(e) => e.into_response(),
     }
 }
@@ -96,8 +96,11 @@ pub async fn poll(
     headers: HeaderMap,
     Query(query): Query<PollQuery>,
 ) -> Response {
+    // Only this is needed from the headers: don't hold them while waiting.
+    let gzip = accepts_gzip(&headers);
+    drop(headers);
     match wait(&node, query).await {
-        Ok(body) => json_response(&headers, body),
+        Ok(body) => json_response(gzip, body),
         Err(e) => e.into_response(),
     }
 }
@@ -196,8 +199,8 @@ fn messages(cursor: u64, frames: &[Numbered]) -> Bytes {
 }
 
 /// A JSON answer that is never cached, gzip-compressed when worth it.
-fn json_response(request: &HeaderMap, body: Bytes) -> Response {
-    let gzip = body.len() >= GZIP_FROM && accepts_gzip(request);
+fn json_response(accepts_gzip: bool, body: Bytes) -> Response {
+    let gzip = body.len() >= GZIP_FROM && accepts_gzip;
     let body = if gzip { gzipped(&body) } else { body };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::OK;

@@ -213,13 +213,19 @@ impl Feed {
         // allocator (and the kernel) for fresh pages every write.
         let out = &mut self.buf;
         out.reserve(size);
+        let opened = opening.is_some();
         if let Some(opening) = opening {
             out.put_slice(&opening);
         }
         for n in frames {
             encode_event(&self.id, n, out);
         }
-        out.split().freeze()
+        let chunk = out.split().freeze();
+        if opened {
+            // The padding made this buffer large; most streams then idle.
+            self.buf = BytesMut::new();
+        }
+        chunk
     }
 }
 
@@ -246,8 +252,9 @@ fn encode_event(session: &str, n: &Numbered, out: &mut BytesMut) {
         out.put_u8(b'\n');
     }
     // Frames the server encodes never hold a raw line break; only JSON
-    // whitespace a client wrote inside `data` can.
-    if !n.frame.iter().any(|&b| b == b'\n' || b == b'\r') {
+    // whitespace a client wrote inside `data` can. (A vectorised search:
+    // a byte-by-byte one was a quarter of an SSE fan-out's CPU.)
+    if memchr::memchr2(b'\n', b'\r', &n.frame).is_none() {
         out.put_slice(b"data: ");
         out.put_slice(&n.frame);
         out.put_slice(b"\n\n");
