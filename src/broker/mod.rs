@@ -39,6 +39,16 @@ pub enum ChannelEvent {
 pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, channel: &str, event: ChannelEvent);
 
+    /// Delivers events that arrived together, in their order (so in order
+    /// per channel). A sink may queue them all before waking any
+    /// connection, so that a connection gets what the batch holds for it
+    /// in one write rather than one write per event.
+    fn deliver_batch(&self, events: Vec<(&str, ChannelEvent)>) {
+        for (channel, event) in events {
+            self.deliver(channel, event);
+        }
+    }
+
     /// Whether this node has subscribers of `channel` (a broker that
     /// subscribes per channel checks before it lets one go).
     fn has_subscribers(&self, _channel: &str) -> bool {

@@ -11,6 +11,10 @@
 //! * a **pub/sub** connection ([`Feed`]) subscribed to this node's control
 //!   channels and to the channel of every Switchboard channel this node
 //!   has subscribers of — a hot channel loads only the nodes that care.
+//!   Its reader hands the sink every message already read off the
+//!   connection (up to `FEED_BATCH`) as one batch
+//!   ([`EventSink::deliver_batch`]), so a subscriber is woken once per
+//!   batch, not once per message.
 //!
 //! # Redis names (prefix `P`, `sb:` by default)
 //!
@@ -57,7 +61,7 @@ use std::time::Duration;
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Broker, BrokerError, ChannelEvent, EventSink, FrameTemplate};
@@ -85,6 +89,10 @@ pub(crate) static PRESENCE_REMOVE: LazyLock<Script> =
 const PRESENCE_READ_SOURCE: &str = include_str!("lua/presence_read.lua");
 pub(crate) static PRESENCE_READ: LazyLock<Script> =
     LazyLock::new(|| Script::new(PRESENCE_READ_SOURCE));
+
+/// At most this many pub/sub messages already read off the connection are
+/// handed to the sink as one batch.
+const FEED_BATCH: usize = 256;
 
 /// Every script, loaded on each (re)connect so `EVALSHA` rarely misses.
 const SOURCES: [&str; 5] = [
@@ -562,15 +570,27 @@ impl Feed {
         lock(&self.watches).channels.keys().cloned().collect()
     }
 
-    /// Hands one pub/sub message to the sink.
-    fn receive(&self, name: &str, payload: &[u8]) {
-        if let Some(channel) = name.strip_prefix(self.channel_prefix.as_str()) {
-            match decode_event(payload) {
-                Some(event) => self.sink.deliver(channel, event),
-                None => tracing::warn!("undecodable redis message on {name}"),
+    /// Hands pub/sub messages read together (`(channel name, payload)`,
+    /// in arrival order) to the sink: channel events as one batch, cut
+    /// where a control message comes between them so that everything
+    /// keeps its order.
+    fn receive<'m>(&self, messages: impl IntoIterator<Item = (&'m str, &'m [u8])>) {
+        let mut events = Vec::new();
+        for (name, payload) in messages {
+            if let Some(channel) = name.strip_prefix(self.channel_prefix.as_str()) {
+                match decode_event(payload) {
+                    Some(event) => events.push((channel, event)),
+                    None => tracing::warn!("undecodable redis message on {name}"),
+                }
+            } else if name == self.node_channel || name == self.all_channel {
+                if !events.is_empty() {
+                    self.sink.deliver_batch(std::mem::take(&mut events));
+                }
+                self.sink.control(Bytes::copy_from_slice(payload));
             }
-        } else if name == self.node_channel || name == self.all_channel {
-            self.sink.control(Bytes::copy_from_slice(payload));
+        }
+        if !events.is_empty() {
+            self.sink.deliver_batch(events);
         }
     }
 }
@@ -722,8 +742,31 @@ async fn run_feed(
         let reader_feed = feed.clone();
         let mut reader = tokio::spawn(async move {
             let mut stream = stream;
-            while let Some(message) = stream.next().await {
-                reader_feed.receive(message.get_channel_name(), message.get_payload_bytes());
+            let mut batch = Vec::with_capacity(FEED_BATCH);
+            while let Some(first) = stream.next().await {
+                // Everything already read off the connection goes out as
+                // one batch: one wake-up per subscriber, not one per message.
+                batch.push(first);
+                let mut ended = false;
+                while batch.len() < FEED_BATCH {
+                    match stream.next().now_or_never() {
+                        Some(Some(message)) => batch.push(message),
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                reader_feed.receive(
+                    batch
+                        .iter()
+                        .map(|m| (m.get_channel_name(), m.get_payload_bytes())),
+                );
+                batch.clear();
+                if ended {
+                    break;
+                }
             }
         });
         // The reader (and with it the connection) ends with this task.
@@ -940,6 +983,80 @@ mod tests {
         for bad in [&b""[..], b"x:1::{}", b"p:", b"p:1", b"p:x::{}", b"p::1:{}"] {
             assert!(decode_event(bad).is_none(), "{bad:?}");
         }
+    }
+
+    /// Records what a feed hands over: batches of (channel, offset or 0)
+    /// and control messages, in order.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl EventSink for Recorder {
+        fn deliver(&self, _: &str, _: ChannelEvent) {
+            panic!("the feed delivers in batches");
+        }
+        fn deliver_batch(&self, events: Vec<(&str, ChannelEvent)>) {
+            let items: Vec<String> = events
+                .iter()
+                .map(|(channel, event)| match event {
+                    ChannelEvent::Publication { offset, .. } => format!("{channel}@{offset}"),
+                    ChannelEvent::Presence { .. } => format!("{channel}@join"),
+                })
+                .collect();
+            lock(&self.0).push(format!("batch[{}]", items.join(" ")));
+        }
+        fn control(&self, message: Bytes) {
+            lock(&self.0).push(format!("control {}", String::from_utf8_lossy(&message)));
+        }
+    }
+
+    #[test]
+    fn a_feed_batch_keeps_its_order_around_control_messages() {
+        let options = RedisOptions::new("redis://unused").with_prefix("t:");
+        let recorder = Arc::new(Recorder::default());
+        let feed = Feed {
+            channel_prefix: options.channel(""),
+            node_channel: options.node_channel("n1"),
+            all_channel: options.all_nodes_channel(),
+            options,
+            sink: recorder.clone(),
+            watches: Mutex::new(Watches {
+                connected: true,
+                channels: HashMap::new(),
+            }),
+            commands: mpsc::unbounded_channel().0,
+        };
+        let publication = |offset: u64| {
+            encode_event(&ChannelEvent::Publication {
+                offset,
+                frame: Bytes::from_static(b"{}"),
+                exclude: None,
+            })
+        };
+        let join = encode_event(&ChannelEvent::Presence {
+            frame: Bytes::from_static(b"{}"),
+        });
+        let messages: Vec<(&str, Vec<u8>)> = vec![
+            ("t:ch:a", publication(1)),
+            ("t:ch:b", publication(7)),
+            ("t:ch:a", join),
+            ("t:node:n1", b"hello".to_vec()),
+            ("t:ch:a", b"garbage".to_vec()),
+            ("t:ch:a", publication(2)),
+            ("t:nodes", b"all".to_vec()),
+            ("t:node:other", b"not ours".to_vec()),
+            ("t:ch:b", publication(8)),
+        ];
+        feed.receive(messages.iter().map(|(n, p)| (*n, p.as_slice())));
+        assert_eq!(
+            *lock(&recorder.0),
+            [
+                "batch[a@1 b@7 a@join]",
+                "control hello",
+                "batch[a@2]",
+                "control all",
+                "batch[b@8]",
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! takes only a read lock. Fan-out shares one encoded frame (`Bytes`) with
 //! every subscriber's bounded [`Outbound`] queue: no per-subscriber encoding
 //! or copying. The hub knows nothing of HTTP, transports or backends.
+//!
+//! A batch of frames (the pub/sub messages read together from the Redis
+//! broker) is queued with [`Hub::publish_quiet`] and its writers woken
+//! once, a few per scheduler turn ([`Hub::wake_paced`], see [`pacer`]).
 
 pub mod outbound;
+pub mod pacer;
 pub mod reorder;
 pub mod subscriber;
 
@@ -33,6 +38,45 @@ pub struct FanOut {
     pub overflowed: usize,
 }
 
+impl std::ops::AddAssign for FanOut {
+    fn add_assign(&mut self, other: FanOut) {
+        self.delivered += other.delivered;
+        self.overflowed += other.overflowed;
+    }
+}
+
+/// Writers to wake once a batch of frames is queued (see
+/// [`Hub::publish_quiet`]): each queue appears once per batch, since only
+/// the push that finds it empty asks for a wake. Dropping it wakes them.
+#[derive(Debug, Default)]
+pub struct Wakes {
+    queues: Vec<Arc<Outbound>>,
+}
+
+impl Wakes {
+    /// Wakes every writer collected so far.
+    pub fn wake_all(&mut self) {
+        for queue in self.queues.drain(..) {
+            queue.wake();
+        }
+    }
+
+    /// Writers waiting to be woken.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
 type ChannelMap = HashMap<Arc<str>, Vec<Arc<Subscriber>>>;
 
 /// A live connection as the hub knows it (for API disconnects and shutdown).
@@ -50,6 +94,8 @@ pub struct Hub {
     channels: Box<[RwLock<ChannelMap>]>,
     /// client → connection, sharded by client id.
     connections: Box<[Mutex<HashMap<ClientId, Connection>>]>,
+    /// Wakes the writers of large fan-outs a few at a time.
+    pacer: pacer::Pacer,
 }
 
 impl Default for Hub {
@@ -63,6 +109,7 @@ impl Hub {
         Hub {
             channels: (0..SHARDS).map(|_| RwLock::default()).collect(),
             connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            pacer: pacer::Pacer::default(),
         }
     }
 
@@ -112,6 +159,39 @@ impl Hub {
         frame: &Bytes,
         exclude: Option<ClientId>,
     ) -> FanOut {
+        self.fan_out(channel, offset, frame, exclude, |queue| queue.wake())
+    }
+
+    /// [`Hub::publish`] that leaves waking the subscribers' writers to
+    /// `wakes`: a batch of frames queued this way reaches each writer with
+    /// one wake-up, so it goes out in one write.
+    pub fn publish_quiet(
+        &self,
+        channel: &str,
+        offset: u64,
+        frame: &Bytes,
+        exclude: Option<ClientId>,
+        wakes: &mut Wakes,
+    ) -> FanOut {
+        self.fan_out(channel, offset, frame, exclude, |queue| {
+            wakes.queues.push(queue.clone())
+        })
+    }
+
+    /// Wakes the writers of a batch queued with [`Hub::publish_quiet`], a
+    /// few per scheduler turn when there are many (see [`pacer`]).
+    pub fn wake_paced(&self, mut wakes: Wakes) {
+        self.pacer.wake(std::mem::take(&mut wakes.queues));
+    }
+
+    fn fan_out(
+        &self,
+        channel: &str,
+        offset: u64,
+        frame: &Bytes,
+        exclude: Option<ClientId>,
+        mut wake: impl FnMut(&Arc<Outbound>),
+    ) -> FanOut {
         let shard = read(&self.channels[shard_of(channel)]);
         let mut result = FanOut::default();
         let Some(subs) = shard.get(channel) else {
@@ -121,8 +201,13 @@ impl Hub {
             if Some(sub.client) == exclude {
                 continue;
             }
-            match sub.deliver(offset, frame) {
-                Ok(()) => result.delivered += 1,
+            match sub.deliver_quiet(offset, frame) {
+                Ok(needs_wake) => {
+                    result.delivered += 1;
+                    if needs_wake {
+                        wake(&sub.outbound);
+                    }
+                }
                 Err(PushError::Overflow) => result.overflowed += 1,
                 Err(PushError::Closed) => {}
             }
@@ -230,6 +315,57 @@ mod tests {
         assert_eq!(hub.publish(&ch, 1, &frame, Some(2)).delivered, 1);
         assert_eq!(a.queued_bytes(), 1);
         assert_eq!(b.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_batch_queues_everything_in_order_and_wakes_each_writer_once() {
+        let hub = Hub::new();
+        let (x, y): (Arc<str>, Arc<str>) = ("chat:x".into(), "chat:y".into());
+        let a = sub(&hub, &x, 1);
+        let b = sub(&hub, &x, 2);
+        // One connection subscribed to both channels.
+        hub.subscribe(&y, Subscriber::open_now(1, a.clone()));
+        let mut wakes = Wakes::default();
+        let mut total = FanOut::default();
+        for (channel, offset, frame, exclude) in [
+            (&x, 1, "x1", None),
+            (&y, 1, "y1", None),
+            (&x, 2, "x2", Some(2)),
+            (&x, 3, "x3", None),
+        ] {
+            let frame = Bytes::from_static(frame.as_bytes());
+            total += hub.publish_quiet(channel, offset, &frame, exclude, &mut wakes);
+        }
+        assert_eq!(total.delivered, 6);
+        assert_eq!(wakes.len(), 2, "one wake per writer");
+        let wait = std::time::Duration::from_millis(20);
+        assert!(tokio::time::timeout(wait, a.ready()).await.is_err());
+        wakes.wake_all();
+        tokio::time::timeout(wait, a.ready()).await.unwrap();
+        tokio::time::timeout(wait, b.ready()).await.unwrap();
+        let frames = |q: &Outbound| match q.drain() {
+            Drained::Frames(f) => f.into_iter().collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            frames(&a),
+            [&b"x1"[..], b"y1", b"x2", b"x3"].map(Bytes::from_static)
+        );
+        assert_eq!(frames(&b), [&b"x1"[..], b"x3"].map(Bytes::from_static));
+    }
+
+    #[tokio::test]
+    async fn dropped_wakes_still_wake_the_writers() {
+        let hub = Hub::new();
+        let ch: Arc<str> = "c".into();
+        let q = sub(&hub, &ch, 1);
+        {
+            let mut wakes = Wakes::default();
+            hub.publish_quiet(&ch, 1, &Bytes::from_static(b"x"), None, &mut wakes);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(1), q.ready())
+            .await
+            .unwrap();
     }
 
     #[test]

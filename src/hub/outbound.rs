@@ -65,6 +65,17 @@ impl Outbound {
 
     /// Queues a frame for the writer.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        if self.push_quiet(frame)? {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame without waking the writer: `Ok(true)` when the queue
+    /// was empty, and the caller must then call [`Outbound::wake`] (once
+    /// it has queued the rest of a batch, so the writer takes it all in
+    /// one go). An overflow still closes the queue and wakes the writer.
+    pub fn push_quiet(&self, frame: Bytes) -> Result<bool, PushError> {
         let mut state = self.lock();
         if state.closed.is_some() {
             return Err(PushError::Closed);
@@ -80,11 +91,7 @@ impl Outbound {
         let was_empty = state.frames.is_empty();
         state.bytes += frame.len();
         state.frames.push_back(frame);
-        drop(state);
-        if was_empty {
-            self.notify.notify_one();
-        }
-        Ok(())
+        Ok(was_empty)
     }
 
     /// Closes the queue: frames already queued (and `last`, typically the
@@ -209,6 +216,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_push_wakes_nobody_until_the_caller_does() {
+        let q = Outbound::new(1024);
+        assert_eq!(q.push_quiet(Bytes::from_static(b"a")), Ok(true));
+        assert_eq!(q.push_quiet(Bytes::from_static(b"b")), Ok(false));
+        let wait = std::time::Duration::from_millis(20);
+        assert!(tokio::time::timeout(wait, q.ready()).await.is_err());
+        q.wake();
+        tokio::time::timeout(wait, q.ready()).await.unwrap();
+        assert_eq!(q.queued_frames(), 2);
+        // Drained: the next quiet push asks for a wake again.
+        q.drain();
+        assert_eq!(q.push_quiet(Bytes::from_static(b"c")), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_push_that_overflows_still_wakes_the_writer() {
+        let q = Outbound::new(10);
+        assert_eq!(q.push_quiet(Bytes::from(vec![0; 8])), Ok(true));
+        assert_eq!(
+            q.push_quiet(Bytes::from(vec![0; 8])),
+            Err(PushError::Overflow)
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(1), q.ready())
+            .await
+            .unwrap();
+        assert!(q.is_closed());
     }
 
     #[tokio::test]

@@ -91,35 +91,15 @@ impl Reorder {
 
     /// A publication arrived from the broker.
     pub fn accept(&self, channel: &str, publication: Ready) -> Accepted {
-        let mut channels = self.lock();
-        let Some(state) = channels.get_mut(channel) else {
-            // No subscriber here has read this channel's history: nothing
-            // to order against (and nobody to deliver to).
-            return Accepted {
-                ready: vec![publication],
-                gap_opened: false,
-            };
-        };
-        let Some(next) = state.next else {
-            state.held.insert(publication.offset, publication);
-            return Accepted::default();
-        };
-        if publication.offset < next {
-            // Already delivered (or in the history a subscriber read).
-            return Accepted::default();
+        accept(&mut self.lock(), channel, publication)
+    }
+
+    /// Holds the lock for a batch of publications read together from the
+    /// broker: [`AcceptBatch::accept`] each, in the order they arrived.
+    pub fn batch(&self) -> AcceptBatch<'_> {
+        AcceptBatch {
+            channels: self.lock(),
         }
-        state.held.insert(publication.offset, publication);
-        let ready = release(state);
-        let gap_opened = if state.held.is_empty() {
-            state.gap_since = None;
-            false
-        } else if state.gap_since.is_none() {
-            state.gap_since = Some(Instant::now());
-            true
-        } else {
-            false
-        };
-        Accepted { ready, gap_opened }
     }
 
     /// The offsets missing before the held publications of `channel`, if
@@ -171,6 +151,53 @@ impl Reorder {
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Channel>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A batch of publications accepted under one lock (see [`Reorder::batch`]).
+pub struct AcceptBatch<'a> {
+    channels: MutexGuard<'a, HashMap<Arc<str>, Channel>>,
+}
+
+impl AcceptBatch<'_> {
+    /// [`Reorder::accept`], for the next publication of the batch.
+    pub fn accept(&mut self, channel: &str, publication: Ready) -> Accepted {
+        accept(&mut self.channels, channel, publication)
+    }
+}
+
+fn accept(
+    channels: &mut HashMap<Arc<str>, Channel>,
+    channel: &str,
+    publication: Ready,
+) -> Accepted {
+    let Some(state) = channels.get_mut(channel) else {
+        // No subscriber here has read this channel's history: nothing
+        // to order against (and nobody to deliver to).
+        return Accepted {
+            ready: vec![publication],
+            gap_opened: false,
+        };
+    };
+    let Some(next) = state.next else {
+        state.held.insert(publication.offset, publication);
+        return Accepted::default();
+    };
+    if publication.offset < next {
+        // Already delivered (or in the history a subscriber read).
+        return Accepted::default();
+    }
+    state.held.insert(publication.offset, publication);
+    let ready = release(state);
+    let gap_opened = if state.held.is_empty() {
+        state.gap_since = None;
+        false
+    } else if state.gap_since.is_none() {
+        state.gap_since = Some(Instant::now());
+        true
+    } else {
+        false
+    };
+    Accepted { ready, gap_opened }
 }
 
 /// The `epoch` of a publication frame.
@@ -252,6 +279,53 @@ mod tests {
         assert!(r.accept(&ch, p(15)).ready.is_empty());
         assert_eq!(offsets(&r.observe(&ch, 15)), [16]);
         assert!(r.observe(&ch, 20).is_empty(), "the first read decides");
+    }
+
+    #[test]
+    fn a_batch_keeps_offset_order_and_opens_a_gap_once() {
+        let r = Reorder::new();
+        let (x, y): (Arc<str>, Arc<str>) = ("chat:x".into(), "chat:y".into());
+        r.begin(&x);
+        r.observe(&x, 10);
+        r.begin(&y);
+        r.observe(&y, 0);
+        let mut out = Vec::new();
+        let mut gaps = Vec::new();
+        {
+            let mut batch = r.batch();
+            // x: 12 crosses 11; 11 again is a repeat; 14 leaves 13 missing.
+            // y: in order, interleaved with x.
+            for (channel, offset) in [
+                (&x, 12),
+                (&y, 1),
+                (&x, 11),
+                (&x, 11),
+                (&y, 2),
+                (&x, 14),
+                (&x, 15),
+            ] {
+                let accepted = batch.accept(channel, p(offset));
+                out.extend(
+                    accepted
+                        .ready
+                        .into_iter()
+                        .map(|r| (channel.clone(), r.offset)),
+                );
+                if accepted.gap_opened {
+                    gaps.push((channel.clone(), offset));
+                }
+            }
+        }
+        let expect = |c: &Arc<str>, o: u64| (c.clone(), o);
+        assert_eq!(
+            out,
+            [expect(&y, 1), expect(&x, 11), expect(&x, 12), expect(&y, 2)]
+        );
+        assert_eq!(gaps, [(x.clone(), 12), (x.clone(), 14)]);
+        // The lock is released: 13 fills the gap and frees 14 and 15.
+        assert!(r.has_gap(&x));
+        assert_eq!(offsets(&r.accept(&x, p(13)).ready), [13, 14, 15]);
+        assert!(!r.has_gap(&x));
     }
 
     #[test]

@@ -57,18 +57,27 @@ impl Subscriber {
 
     /// Delivers a live frame (buffers it while gated).
     pub fn deliver(&self, offset: u64, frame: &Bytes) -> Result<(), PushError> {
+        if self.deliver_quiet(offset, frame)? {
+            self.outbound.wake();
+        }
+        Ok(())
+    }
+
+    /// [`Subscriber::deliver`] without waking the connection's writer:
+    /// `Ok(true)` when the caller must wake it (see [`Outbound::push_quiet`]).
+    pub fn deliver_quiet(&self, offset: u64, frame: &Bytes) -> Result<bool, PushError> {
         if self.gated.load(Ordering::Acquire) {
             let mut buffered = self.lock();
             if let Some(frames) = buffered.as_mut() {
                 frames.push((offset, frame.clone()));
-                return Ok(());
+                return Ok(false);
             }
         }
         // Offsets reach a subscriber in order; 0 is a join/leave push.
         if offset != 0 && self.high.fetch_max(offset, Ordering::AcqRel) >= offset {
-            return Ok(());
+            return Ok(false);
         }
-        self.outbound.push(frame.clone())
+        self.outbound.push_quiet(frame.clone())
     }
 
     /// Queues `first` (the reply and recovered publications), then every
