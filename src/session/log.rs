@@ -6,6 +6,8 @@
 //! the transport everything after what it was last given; the frames stay
 //! until a cursor acknowledges them ([`Log::resume`]), or, once written,
 //! until the retention time has passed or the byte bound needs the room.
+//! The `connected` reply is dropped as soon as it is handed out: a resume
+//! is answered with a fresh one, so it is never replayed.
 //! Frames from before `connect` (errors) are not numbered and are handed out
 //! once.
 
@@ -113,6 +115,12 @@ impl Log {
             });
         }
         self.sent = self.sent.max(self.last_seq());
+        if self.first == 1 && self.sent >= 1 {
+            // The `connected` reply, once handed out, is never replayed: a
+            // resume answers with a fresh one (`greet`). Keeping it would
+            // cost every idle session its bytes for the retention time.
+            self.pop_front();
+        }
         if out.is_empty() {
             // Nothing handed out: keep an idle session free of buffers.
             self.unnumbered = VecDeque::new();
@@ -229,22 +237,42 @@ mod tests {
     fn trim_drops_only_written_frames_past_retention_or_over_the_bound() {
         let mut log = Log::new();
         log.begin(1);
-        log.extend(frames(&["aaaa", "bbbb"]));
+        log.extend(frames(&["connected", "aaaa", "bbbb"]));
         log.take(1_000);
         log.extend(frames(&["cccc"]));
         log.trim(1_500, 1_000, 1 << 20);
-        assert_eq!(log.last_seq(), 3);
-        log.resume(0).unwrap();
-        // Past retention: the two written frames go, the unsent one stays.
+        assert_eq!(log.last_seq(), 4);
+        log.resume(1).unwrap();
+        // Past retention: the written frames go, the unsent one stays.
         log.take(1_000);
         log.extend(frames(&["dddd"]));
         log.trim(2_001, 1_000, 1 << 20);
         assert_eq!(log.bytes(), 4);
-        assert_eq!(seqs(&log.take(2_001)), vec![Some(4)]);
+        assert_eq!(seqs(&log.take(2_001)), vec![Some(5)]);
         // Over the byte bound: written frames go at once.
         log.trim(2_002, 1_000, 0);
         assert_eq!(log.bytes(), 0);
-        assert!(matches!(log.resume(3), Err(CursorError::Gone { .. })));
+        assert!(matches!(log.resume(4), Err(CursorError::Gone { .. })));
+    }
+
+    #[test]
+    fn the_connected_reply_is_not_kept_once_handed_out() {
+        let mut log = Log::new();
+        log.begin(1);
+        log.extend(frames(&["connected", "subscribed"]));
+        assert_eq!(seqs(&log.take(1)), vec![Some(1), Some(2)]);
+        assert_eq!(log.bytes(), "subscribed".len());
+        assert_eq!(log.last_seq(), 2);
+        // A resume after it replays the rest; one before it cannot be served.
+        log.resume(1).unwrap();
+        assert_eq!(seqs(&log.take(2)), vec![Some(2)]);
+        assert_eq!(
+            log.resume(0),
+            Err(CursorError::Gone {
+                cursor: 0,
+                oldest: 2
+            })
+        );
     }
 
     #[test]

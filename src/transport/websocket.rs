@@ -318,6 +318,11 @@ where
             }
         }
 
+        if messages.is_empty() && messages.capacity() > 0 {
+            // Idle connections keep no command queue.
+            messages = VecDeque::new();
+        }
+
         // The next timer: heartbeat, connect deadline, token expiry, close grace.
         let silent_limit = last_seen + cfg.ping_interval + cfg.pong_timeout;
         let connected = in_flight.is_some() || session.is_connected();
