@@ -80,25 +80,9 @@ impl EventSink for LocalDelivery {
 
     fn deliver(&self, channel: &str, event: ChannelEvent) {
         match event {
-            ChannelEvent::Publication {
-                offset,
-                frame,
-                exclude,
-            } if self.ordered => {
-                let accepted = self.reorder.accept(
-                    channel,
-                    Ready {
-                        offset,
-                        frame,
-                        exclude,
-                    },
-                );
-                fan_out(&self.hub, &self.metrics, channel, accepted.ready);
-                if accepted.gap_opened {
-                    if let Some(node) = self.node.get().and_then(Weak::upgrade) {
-                        tokio::spawn(fill_gap(node, channel.to_owned()));
-                    }
-                }
+            // From other nodes: through `Reorder`, as a batch of one.
+            event @ ChannelEvent::Publication { .. } if self.ordered => {
+                self.deliver_batch(vec![(channel, event)])
             }
             ChannelEvent::Publication {
                 offset,

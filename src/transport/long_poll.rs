@@ -199,8 +199,8 @@ fn messages(cursor: u64, frames: &[Numbered]) -> Bytes {
 }
 
 /// A JSON answer that is never cached, gzip-compressed when worth it.
-fn json_response(accepts_gzip: bool, body: Bytes) -> Response {
-    let gzip = body.len() >= GZIP_FROM && accepts_gzip;
+fn json_response(gzip_accepted: bool, body: Bytes) -> Response {
+    let gzip = body.len() >= GZIP_FROM && gzip_accepted;
     let body = if gzip { gzipped(&body) } else { body };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::OK;
