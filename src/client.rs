@@ -1,12 +1,16 @@
 //! One client connection's protocol state, independent of the transport.
 //!
-//! A transport feeds text frames to [`Client::handle_text`] and writes
-//! whatever appears in the client's [`Outbound`] queue; replies, pushes and
-//! the final `disconnect` all go through that queue. The client owns its
+//! A transport feeds text frames to [`Client::handle_text`] (or starts a
+//! `publish` with [`Client::start_publish`] and pushes its reply itself,
+//! once the replies before it are out) and writes whatever appears in the
+//! client's [`Outbound`] queue; replies, pushes and the final `disconnect`
+//! all go through that queue. The client owns its
 //! subscriptions and undoes them (hub, presence, leave pushes) in
 //! [`Client::close`].
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,10 +22,13 @@ use crate::channel::{pattern_matches, ChannelName};
 use crate::codes::{CommandError, Disconnect, DisconnectCode, ErrorCode};
 use crate::config::NamespaceConfig;
 use crate::hub::{ClientId, Connection, Outbound, Subscriber};
-use crate::node::Node;
+use crate::node::{Node, Published};
 use crate::protocol::command::{parse, Command, Incoming};
 use crate::protocol::frames;
 use crate::stream::{ClientInfo, HistoryQuery, RawJson, StreamPosition};
+
+/// A started command's reply frame, once it is known.
+pub type PendingReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// Most publications a recovery returns, whatever the history size.
 const MAX_RECOVERY: usize = 10_000;
@@ -250,6 +257,77 @@ impl Client {
         }
     }
 
+    /// Starts `text` if it is a `publish` of a connected client, and
+    /// returns what resolves to its reply (`published` or an error frame)
+    /// without pushing it: the caller pushes replies in command order. The
+    /// publication is submitted before this returns, so publications
+    /// started one after the other are ordered as they were started.
+    /// `None` for anything else (handle it with [`Client::handle_text`]).
+    pub fn start_publish(&mut self, text: &str) -> Option<PendingReply> {
+        // Not connected yet: `handle_text` answers.
+        self.identity.as_ref()?;
+        let Ok(Incoming::Command {
+            id,
+            command:
+                Command::Publish {
+                    channel,
+                    data,
+                    idempotency_key,
+                },
+        }) = parse(text)
+        else {
+            return None;
+        };
+        let started = Instant::now();
+        let node = self.node.clone();
+        let submitted = self.submit_publish(&channel, data, idempotency_key);
+        Some(Box::pin(async move {
+            let result = match submitted {
+                Ok(published) => published.await,
+                Err(e) => Err(e),
+            };
+            node.metrics.command("publish", started.elapsed());
+            match result {
+                Ok(position) => frames::published(id, &position),
+                Err(e) => {
+                    node.metrics.error(e.code);
+                    frames::error(Some(id), &e)
+                }
+            }
+        }))
+    }
+
+    /// Checks that this client may publish to `channel` and submits the
+    /// publication.
+    fn submit_publish(
+        &self,
+        channel: &str,
+        data: RawJson,
+        idempotency_key: Option<String>,
+    ) -> Result<Published, CommandError> {
+        let (name, ns) = self.node.resolve(channel)?;
+        if !ns.client_publish {
+            return Err(CommandError::with(
+                ErrorCode::PermissionDenied,
+                "clients may not publish in this namespace",
+            ));
+        }
+        if (ns.private || name.is_user_limited()) && !self.subscriptions.contains_key(channel) {
+            return Err(CommandError::with(
+                ErrorCode::PermissionDenied,
+                "subscribe to this channel before publishing to it",
+            ));
+        }
+        self.node.publish(
+            channel,
+            ns,
+            data,
+            Some(self.info()),
+            idempotency_key,
+            Some(self.id),
+        )
+    }
+
     fn send_error(&self, id: Option<u64>, error: &CommandError) {
         self.node.metrics.error(error.code);
         let _ = self.outbound.push(frames::error(id, error));
@@ -305,33 +383,8 @@ impl Client {
                 data,
                 idempotency_key,
             } => {
-                let (name, ns) = self.node.resolve(&channel)?;
-                if !ns.client_publish {
-                    return Err(CommandError::with(
-                        ErrorCode::PermissionDenied,
-                        "clients may not publish in this namespace",
-                    )
-                    .into());
-                }
-                if (ns.private || name.is_user_limited())
-                    && !self.subscriptions.contains_key(channel.as_str())
-                {
-                    return Err(CommandError::with(
-                        ErrorCode::PermissionDenied,
-                        "subscribe to this channel before publishing to it",
-                    )
-                    .into());
-                }
                 let position = self
-                    .node
-                    .publish(
-                        &channel,
-                        ns,
-                        data,
-                        Some(self.info()),
-                        idempotency_key,
-                        Some(self.id),
-                    )
+                    .submit_publish(&channel, data, idempotency_key)?
                     .await?;
                 Ok(Some(frames::published(id, &position)))
             }

@@ -6,8 +6,11 @@
 //! numbers the publication) → encode the push once → broker → every node's
 //! hub → subscriber queues.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -245,6 +248,27 @@ async fn fill_gap(node: Arc<Node>, channel: String) {
     }
 }
 
+/// A submitted publication's position, once its history has it (see
+/// [`Node::publish`]).
+pub struct Published {
+    rx: oneshot::Receiver<Result<AppendOutcome, HistoryError>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Future for Published {
+    type Output = Result<StreamPosition, CommandError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = ready!(Pin::new(&mut self.rx).poll(cx))
+            .map_err(|_| internal("history dropped the append"))
+            .and_then(|r| r.map_err(history_error));
+        if let Ok(AppendOutcome::Appended { .. }) = outcome {
+            self.metrics.publications.fetch_add(1, Relaxed);
+        }
+        Poll::Ready(outcome.map(|o| o.position()))
+    }
+}
+
 /// A running node.
 pub struct Node {
     pub config: Arc<Config>,
@@ -369,8 +393,12 @@ impl Node {
         }
     }
 
-    /// Appends a publication to `channel`'s stream and fans it out.
-    pub async fn publish(
+    /// Appends a publication to `channel`'s stream and fans it out: hands
+    /// it to its history (and broker) at once and returns what waits for
+    /// its position. Publications submitted one after the other get offsets
+    /// in that order, whenever they are awaited: a connection may have
+    /// several in flight.
+    pub fn publish(
         &self,
         channel: &str,
         ns: &NamespaceConfig,
@@ -378,7 +406,7 @@ impl Node {
         info: Option<ClientInfo>,
         idempotency_key: Option<String>,
         publisher: Option<ClientId>,
-    ) -> Result<StreamPosition, CommandError> {
+    ) -> Result<Published, CommandError> {
         if data.get().len() > self.config.client.max_data_size {
             return Err(CommandError::with(
                 ErrorCode::MessageTooLarge,
@@ -419,7 +447,7 @@ impl Node {
                 .broker
                 .append_and_publish(request, template, exclude, done)
             {
-                Ok(()) => return self.published(rx).await,
+                Ok(()) => return Ok(self.published(rx)),
                 Err((r, d)) => {
                     request = r;
                     done = d;
@@ -444,22 +472,15 @@ impl Node {
                 done(result);
             }),
         );
-        self.published(rx).await
+        Ok(self.published(rx))
     }
 
-    /// Waits for an append's outcome and counts it.
-    async fn published(
-        &self,
-        rx: oneshot::Receiver<Result<AppendOutcome, HistoryError>>,
-    ) -> Result<StreamPosition, CommandError> {
-        let outcome = rx
-            .await
-            .map_err(|_| internal("history dropped the append"))?
-            .map_err(history_error)?;
-        if matches!(outcome, AppendOutcome::Appended { .. }) {
-            self.metrics.publications.fetch_add(1, Relaxed);
+    /// What waits for an append's outcome and counts it.
+    fn published(&self, rx: oneshot::Receiver<Result<AppendOutcome, HistoryError>>) -> Published {
+        Published {
+            rx,
+            metrics: self.metrics.clone(),
         }
-        Ok(outcome.position())
     }
 
     /// Reads a channel's history.

@@ -217,6 +217,76 @@ async fn offsets_increase_by_one_per_publication() {
     }
 }
 
+/// Publishes sent without waiting are handled side by side on a
+/// WebSocket (docs/protocol.md, "Replies"): each still gets its reply in
+/// the order the commands were sent, errors and other commands included,
+/// and offsets follow the sending order per channel. Both a stream the
+/// broker keeps and a persisted one (the store answers later).
+#[tokio::test]
+async fn pipelined_publishes_are_answered_in_command_order() {
+    let server = start(|c| {
+        c.namespaces
+            .insert("kept".into(), namespace(|ns| ns.persist = true));
+        c.namespaces
+            .insert("quiet".into(), namespace(|ns| ns.client_publish = false));
+    })
+    .await;
+    let mut alice = server.client("alice").await;
+    // More than one connection's publishes in flight (32), with a refused
+    // publish, a ping and a presence query (refused: no presence in `feed`)
+    // among them.
+    let mut sent = Vec::new();
+    for n in 0..80u64 {
+        let command = match n {
+            10 => json!({"type": "publish", "channel": "quiet:x", "data": {"n": n}}),
+            20 => json!({"type": "ping"}),
+            45 => json!({"type": "presence", "channel": "feed:a"}),
+            _ if n % 2 == 0 => json!({"type": "publish", "channel": "feed:a", "data": {"n": n}}),
+            _ => json!({"type": "publish", "channel": "kept:b", "data": {"n": n}}),
+        };
+        sent.push((alice.send(command.clone()).await, command));
+    }
+    let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, command) in sent {
+        let reply = alice.recv().await.expect("connection open");
+        assert_eq!(
+            reply["id"], id,
+            "replies out of order: {reply} for {command}"
+        );
+        match command["channel"].as_str() {
+            Some("quiet:x") => assert_eq!(reply["code"], 103, "{reply}"),
+            Some("feed:a") if command["type"] == "presence" => {
+                assert_eq!(reply["code"], 108, "{reply}")
+            }
+            Some(channel) => {
+                assert_eq!(reply["type"], "published", "{reply}");
+                let last = offsets.entry(channel.to_owned()).or_default();
+                *last += 1;
+                assert_eq!(reply["position"]["offset"], *last, "{reply} for {command}");
+            }
+            None => assert_eq!(reply["type"], "pong", "{reply}"),
+        }
+    }
+    assert_eq!(offsets["feed:a"] + offsets["kept:b"], 77);
+    // The history holds them in sending order.
+    for channel in ["feed:a", "kept:b"] {
+        let reply = alice
+            .call(json!({"type": "history", "channel": channel, "limit": 100}))
+            .await;
+        let ns: Vec<u64> = reply["publications"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .iter()
+            .map(|p| p["data"]["n"].as_u64().unwrap())
+            .collect();
+        let mut sorted = ns.clone();
+        sorted.sort_unstable();
+        assert_eq!(ns, sorted, "{channel}");
+        assert_eq!(ns.len() as u64, offsets[channel], "{channel}");
+    }
+    alice.expect_silence(SILENCE).await;
+}
+
 // ---------------------------------------------------------------- join / leave
 
 #[tokio::test]

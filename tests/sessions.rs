@@ -260,6 +260,56 @@ async fn a_resumed_session_can_be_resumed_again_from_the_new_seq() {
     server.stop().await;
 }
 
+/// A socket lost while publishes are in flight: each publish that
+/// happened has its `published` reply waiting in the session, in command
+/// order, for the resume (none is lost with the socket).
+#[tokio::test]
+async fn replies_to_publishes_in_flight_when_the_socket_drops_wait_for_the_resume() {
+    let server = server(|c| {
+        c.namespaces
+            .insert("kept".into(), namespace(|ns| ns.persist = true));
+    })
+    .await;
+    let mut client = Counted::connect(&server, "42").await;
+    let (session, seq) = (client.session.clone(), client.seq);
+    let mut ids = Vec::new();
+    for n in 0..40u64 {
+        ids.push(
+            client
+                .ws
+                .send(json!({"type": "publish", "channel": "kept:log", "data": {"n": n}}))
+                .await,
+        );
+    }
+    drop(client);
+    detached(&server, 1).await;
+
+    let (mut ws, reply) = resume(&server, "42", &session, seq).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    // An id the replayed replies do not use.
+    ws.send_text(r#"{"id":1000,"type":"history","channel":"kept:log","limit":100}"#)
+        .await;
+    let history = ws.reply(1000).await;
+    let kept = history["publications"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .len();
+    assert!(kept > 0, "no publish reached the server: {history}");
+    // Everything before the history reply is a publish's reply, oldest first.
+    let replies: Vec<Value> = ws.backlog.drain(..).collect();
+    assert_eq!(
+        replies.len(),
+        kept,
+        "one reply per publication: {replies:?}"
+    );
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply["type"], "published", "{reply}");
+        assert_eq!(reply["id"], ids[i], "{reply}");
+        assert_eq!(reply["position"]["offset"], i as u64 + 1, "{reply}");
+    }
+    server.stop().await;
+}
+
 // ------------------------------------------------------------ ending on purpose
 
 #[tokio::test]

@@ -136,7 +136,7 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             let b: PublishBody = body(bytes)?;
             let (_, ns) = node.resolve(&b.channel)?;
             let position = node
-                .publish(&b.channel, ns, b.data, None, b.idempotency_key, None)
+                .publish(&b.channel, ns, b.data, None, b.idempotency_key, None)?
                 .await?;
             Ok(json!({ "position": position }))
         }
@@ -145,20 +145,27 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             if b.channels.is_empty() {
                 return Err(ApiError::new(ErrorCode::BadRequest, "`channels` is empty"));
             }
+            // Every channel's publication is submitted before any is
+            // awaited, so they wait for their histories side by side.
+            let submitted: Vec<_> = b
+                .channels
+                .iter()
+                .map(|channel| {
+                    let (_, ns) = node.resolve(channel)?;
+                    node.publish(
+                        channel,
+                        ns,
+                        b.data.clone(),
+                        None,
+                        b.idempotency_key.clone(),
+                        None,
+                    )
+                })
+                .collect();
             let mut responses = Vec::with_capacity(b.channels.len());
-            for channel in &b.channels {
-                let outcome = match node.resolve(channel) {
-                    Ok((_, ns)) => {
-                        node.publish(
-                            channel,
-                            ns,
-                            b.data.clone(),
-                            None,
-                            b.idempotency_key.clone(),
-                            None,
-                        )
-                        .await
-                    }
+            for submitted in submitted {
+                let outcome = match submitted {
+                    Ok(published) => published.await,
                     Err(e) => Err(e),
                 };
                 responses.push(match outcome {

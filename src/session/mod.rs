@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Flow, Refusal};
+use crate::client::{Client, Flow, PendingReply, Refusal};
 use crate::codes::{CommandError, Disconnect, ErrorCode};
 use crate::hub::{Drained, Outbound};
 use crate::node::Node;
@@ -160,6 +160,14 @@ impl Session {
                 seq,
             },
         }
+    }
+
+    /// Starts `text` if it is a `publish` (see [`Client::start_publish`]);
+    /// `None` for anything else, or while another command holds the
+    /// client: hand it to [`Session::handle_text`] once the replies
+    /// already pending are pushed.
+    pub fn start_publish(&self, text: &str) -> Option<PendingReply> {
+        self.client.try_lock().ok()?.start_publish(text)
     }
 
     /// Connects outside a command (SSE and long-poll open with a token).

@@ -8,6 +8,14 @@
 //! queued frames is encoded into a write buffer that is dropped once
 //! written. One task does reading, writing and timers with `select!`, so a
 //! command that waits on a backend never stops outbound delivery.
+//!
+//! Consecutive `publish` commands run side by side (up to
+//! [`MAX_PUBLISHES_IN_FLIGHT`]): each is submitted to its stream as it is
+//! read ([`Session::start_publish`]), and their replies are pushed in
+//! command order as they complete. Any other command waits until the
+//! replies before it are pushed, then runs alone. So a publisher that does
+//! not wait for each reply is bound by the broker's throughput, not by
+//! one broker round trip per publish.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -38,6 +46,7 @@ enum WriteProgress {
     Failed,
 }
 
+use crate::client::PendingReply;
 use crate::codes::{Disconnect, DisconnectCode};
 use crate::node::Node;
 use crate::protocol::frames;
@@ -49,6 +58,8 @@ use crate::ws::frame::{self, FrameError, FrameReader, Message, OpCode, Role};
 const READ_BUFFER: usize = 64 * 1024;
 /// Incoming text frames parsed ahead of the command being handled.
 const MAX_PENDING_COMMANDS: usize = 16;
+/// Publishes of one connection waiting for their history at once.
+const MAX_PUBLISHES_IN_FLIGHT: usize = 32;
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Room for the envelope around `data` in a publish frame.
@@ -268,6 +279,9 @@ where
     let mut reader = FrameReader::new(Role::Server, cfg.max_data_size + ENVELOPE_ALLOWANCE);
     let mut messages: VecDeque<Message> = VecDeque::new();
     let mut in_flight: Option<InFlight> = None;
+    // Publishes started, oldest first, and a command waiting for their replies.
+    let mut pending: VecDeque<PendingReply> = VecDeque::new();
+    let mut sequential: Option<Bytes> = None;
     // Control frames (pong, ping, close) waiting for the next write.
     let mut control: Vec<u8> = Vec::new();
     let mut write_buf: Vec<u8> = Vec::new();
@@ -288,13 +302,35 @@ where
     tokio::pin!(timer);
 
     loop {
-        // Hand the next text frame to the session once the previous command is done.
+        // Start the next commands: publishes side by side (up to
+        // MAX_PUBLISHES_IN_FLIGHT), anything else alone once every earlier
+        // reply is pushed, so replies keep the commands' order.
         if in_flight.is_none() && closing.is_none() {
-            while let Some(message) = messages.pop_front() {
+            loop {
+                if sequential.is_some() {
+                    if pending.is_empty() {
+                        let text = sequential.take().expect("checked");
+                        in_flight = Some(Box::pin(command(node.clone(), session.clone(), text)));
+                    }
+                    break;
+                }
+                let Some(message) = messages.pop_front() else {
+                    break;
+                };
                 match message {
                     Message::Text(text) => {
-                        in_flight = Some(Box::pin(command(node.clone(), session.clone(), text)));
-                        break;
+                        if pending.len() >= MAX_PUBLISHES_IN_FLIGHT {
+                            messages.push_front(Message::Text(text));
+                            break;
+                        }
+                        // The frame reader validated UTF-8.
+                        let started = std::str::from_utf8(&text)
+                            .ok()
+                            .and_then(|t| session.start_publish(t));
+                        match started {
+                            Some(reply) => pending.push_back(reply),
+                            None => sequential = Some(text),
+                        }
                     }
                     Message::Binary(_) => {
                         let error = crate::codes::CommandError::with(
@@ -316,6 +352,9 @@ where
                     }
                 }
             }
+        }
+        if pending.is_empty() && pending.capacity() > 0 {
+            pending = VecDeque::new();
         }
 
         if messages.is_empty() && messages.capacity() > 0 {
@@ -362,6 +401,10 @@ where
                         recheck = true;
                     }
                 }
+            }
+            reply = async { pending.front_mut().expect("guarded").await }, if !pending.is_empty() => {
+                pending.pop_front();
+                let _ = session.outbound().push(reply);
             }
             _ = std::future::ready(()), if !writing && !close_after_write && !control.is_empty() => {
                 write_buf = std::mem::take(&mut control);
@@ -477,7 +520,11 @@ where
         }
     }
 
-    // Let a command still in flight finish so its effects are undone below.
+    // Let commands still in flight finish so their effects are undone
+    // below and their replies wait in the session for a resume.
+    for reply in pending {
+        let _ = session.outbound().push(reply.await);
+    }
     if let Some(f) = in_flight.take() {
         if let Outcome::Switched(resumed, resumed_generation) = f.await {
             session = resumed;
