@@ -51,6 +51,8 @@ impl std::ops::AddAssign for FanOut {
 #[derive(Debug, Default)]
 pub struct Wakes {
     queues: Vec<Arc<Outbound>>,
+    /// The most subscribers one event of the batch reached.
+    widest: usize,
 }
 
 impl Wakes {
@@ -173,15 +175,19 @@ impl Hub {
         exclude: Option<ClientId>,
         wakes: &mut Wakes,
     ) -> FanOut {
-        self.fan_out(channel, offset, frame, exclude, |queue| {
+        let result = self.fan_out(channel, offset, frame, exclude, |queue| {
             wakes.queues.push(queue.clone())
-        })
+        });
+        wakes.widest = wakes.widest.max(result.delivered);
+        result
     }
 
     /// Wakes the writers of a batch queued with [`Hub::publish_quiet`], a
-    /// few per scheduler turn when there are many (see [`pacer`]).
+    /// few per scheduler turn when one of its events reached many (see
+    /// [`pacer`]).
     pub fn wake_paced(&self, mut wakes: Wakes) {
-        self.pacer.wake(std::mem::take(&mut wakes.queues));
+        self.pacer
+            .wake(std::mem::take(&mut wakes.queues), wakes.widest);
     }
 
     fn fan_out(
