@@ -6,7 +6,8 @@
 //! (`<node>.<random>`), so the receiving node forwards the request to that
 //! node through [`Broker::control`](crate::broker::Broker::control) and
 //! relays the answer. The same channel carries cluster-wide server API
-//! calls (disconnect a user everywhere, list channels across nodes).
+//! calls (disconnect a user everywhere, list channels across nodes, count
+//! a user's connections on every node, every node's figures).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -50,6 +51,14 @@ pub enum Control {
     },
     /// This node's channels and their subscriber counts.
     Channels { from: String, request: u64 },
+    /// How many connections `user` has on this node.
+    UserConnections {
+        from: String,
+        request: u64,
+        user: String,
+    },
+    /// This node's figures, as in `/api/info`.
+    Info { from: String, request: u64 },
     /// The answer to a request: a JSON body (as text), or an error.
     /// (Text, not raw JSON: raw values do not survive the tagged enum.)
     Reply {
@@ -198,6 +207,18 @@ pub async fn handle(node: Arc<Node>, message: Bytes) {
                 .map(|(name, n)| (name.to_string(), n))
                 .collect();
             reply(&node, &from, request, Ok(json(&channels)));
+        }
+        Control::UserConnections {
+            from,
+            request,
+            user,
+        } => {
+            let count = node.hub.connections(Some(&user)).len();
+            let answer = serde_json::json!({ "node": &*node.id, "connections": count });
+            reply(&node, &from, request, Ok(json(&answer)));
+        }
+        Control::Info { from, request } => {
+            reply(&node, &from, request, Ok(json(&node.stats())));
         }
         Control::Reply {
             request,

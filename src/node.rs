@@ -537,6 +537,26 @@ impl Node {
         fan_out(&self.hub, &self.metrics, channel, ready);
     }
 
+    /// This node's figures, as `/api/info` reports them.
+    pub fn stats(&self) -> serde_json::Value {
+        let (clients, users) = self.hub.connection_stats();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "num_clients": clients,
+            "num_users": users,
+            "num_channels": self.hub.channels().len(),
+            "num_subscriptions": self.metrics.subscriptions.load(Relaxed),
+            "publications": self.metrics.publications.load(Relaxed),
+            "deliveries": self.metrics.deliveries.load(Relaxed),
+            "queue_overflows": self.metrics.queue_overflows.load(Relaxed),
+            "node": &*self.id,
+            "broker": backend_kind(&self.config.broker),
+            "store": backend_kind(&self.config.store),
+            "broker_healthy": self.broker.healthy(),
+        })
+    }
+
     /// Whether other nodes share this node's broker.
     pub fn is_clustered(&self) -> bool {
         self.config.broker != "memory"
@@ -580,6 +600,17 @@ pub fn limits(ns: &NamespaceConfig) -> HistoryLimits {
         ttl: ns.history_ttl,
         idempotency_window: ns.idempotency_window,
     }
+}
+
+/// `memory`, `redis`, `sqlite` or `postgres`: never the URL (it may carry a
+/// password).
+fn backend_kind(backend: &str) -> &str {
+    backend
+        .split_once("://")
+        .map_or(backend, |(scheme, _)| match scheme {
+            "postgresql" => "postgres",
+            other => other,
+        })
 }
 
 fn history_error(e: HistoryError) -> CommandError {

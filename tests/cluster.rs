@@ -158,6 +158,36 @@ async fn the_server_api_acts_on_the_whole_cluster() {
         "{body}"
     );
 
+    // A user's connections on every node, counted through a third.
+    let _carol_on_b = nodes[1].client("carol").await;
+    let (_, body) = nodes[2]
+        .api("user_connections", json!({"user": "carol"}))
+        .await;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for n in &nodes {
+            let (_, info) = n.api("info", json!({})).await;
+            ids.push(info["result"]["node"].as_str().unwrap().to_owned());
+        }
+        ids
+    };
+    assert_eq!(
+        body["result"],
+        json!({"user": "carol", "connections": 2, "nodes": {ids[0].clone(): 1, ids[1].clone(): 1}}),
+        "{body}"
+    );
+    // Every node's figures, from any node.
+    let (_, body) = nodes[2].api("info", json!({})).await;
+    let listed: Vec<&str> = body["result"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "{body}");
+
     // Disconnecting a user through node 2 reaches node 0.
     let (status, body) = nodes[2]
         .api("disconnect", json!({"user": "carol", "reason": "bye"}))

@@ -477,6 +477,7 @@ async fn info_reports_node_stats() {
             "broker_healthy",
             "deliveries",
             "node",
+            "nodes",
             "num_channels",
             "num_clients",
             "num_subscriptions",
@@ -510,6 +511,69 @@ async fn info_reports_node_stats() {
         "{body}"
     );
     assert_eq!(info["store"], "sqlite");
+    // Every node's figures: here, this node alone.
+    let nodes = info["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{body}");
+    assert_eq!(nodes[0]["node"], info["node"], "{body}");
+    assert_eq!(nodes[0]["num_clients"], 3, "{body}");
+    assert_eq!(nodes[0]["num_users"], 2, "{body}");
+}
+
+// ---------------------------------------------------------------- user_connections
+
+#[tokio::test]
+async fn user_connections_counts_a_users_connections() {
+    let server = start(|_| {}).await;
+    let mut a1 = server.client("alice").await;
+    let _a2 = server.client("alice").await;
+    let _bob = server.client("bob").await;
+    let (_, info) = server.api("info", json!({})).await;
+    let node = info["result"]["node"].as_str().unwrap().to_owned();
+
+    let (status, body) = server
+        .api("user_connections", json!({"user": "alice"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"],
+        json!({"user": "alice", "connections": 2, "nodes": {node.clone(): 2}})
+    );
+    let (_, body) = server
+        .api("user_connections", json!({"user": "nobody"}))
+        .await;
+    assert_eq!(
+        body["result"],
+        json!({"user": "nobody", "connections": 0, "nodes": {}})
+    );
+
+    // A connection closed on purpose no longer counts (a dropped one
+    // counts while its session waits for a resume).
+    a1.stream.close(None).await.expect("close");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (_, body) = server
+            .api("user_connections", json!({"user": "alice"}))
+            .await;
+        if body["result"]["connections"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn user_connections_without_a_user_is_a_bad_request() {
+    let server = start(|_| {}).await;
+    for body in [
+        json!({}),
+        json!({"user": ""}),
+        json!({"user": 7}),
+        json!({"user": "alice", "extra": 1}),
+    ] {
+        let answer = server.api("user_connections", body).await;
+        assert_api_error(&answer, 400, 107);
+    }
 }
 
 // ---------------------------------------------------------------- routing, health, metrics

@@ -122,6 +122,19 @@ struct ChannelsBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct UserBody {
+    user: String,
+}
+
+/// One node's answer to [`Control::UserConnections`].
+#[derive(Deserialize)]
+struct NodeCount {
+    node: String,
+    connections: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DisconnectBody {
     user: String,
     #[serde(default)]
@@ -222,16 +235,9 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             if node.is_clustered() {
                 // Every node (this one included) answers with its own.
-                let answers = node
-                    .cluster
-                    .gather(node, CLUSTER_WINDOW, |request| Control::Channels {
-                        from: node.id.to_string(),
-                        request,
-                    })
-                    .await;
-                for answer in answers {
-                    let part: BTreeMap<String, usize> =
-                        serde_json::from_str(answer.get()).unwrap_or_default();
+                let answers: Vec<BTreeMap<String, usize>> =
+                    ask_every_node(node, |from, request| Control::Channels { from, request }).await;
+                for part in answers {
                     for (c, n) in part {
                         *counts.entry(c).or_default() += n;
                     }
@@ -275,22 +281,47 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
         }
         "info" => {
             let _: Value = body(bytes)?;
-            let (clients, users) = node.hub.connection_stats();
-            let channels = node.hub.channels();
+            let mut info = node.stats();
+            // Every node's figures (this one's included), by node id.
+            let mut nodes: Vec<Value> = if node.is_clustered() {
+                ask_every_node(node, |from, request| Control::Info { from, request }).await
+            } else {
+                vec![info.clone()]
+            };
+            if !nodes.iter().any(|n| n["node"] == info["node"]) {
+                // Its own answer did not come back (the broker is away).
+                nodes.push(info.clone());
+            }
+            nodes.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));
+            info["nodes"] = Value::Array(nodes);
+            Ok(info)
+        }
+        "user_connections" => {
+            let b: UserBody = body(bytes)?;
+            if b.user.is_empty() {
+                return Err(ApiError::new(ErrorCode::BadRequest, "`user` is empty"));
+            }
+            let mut nodes: BTreeMap<String, u64> = BTreeMap::new();
+            if node.is_clustered() {
+                let answers: Vec<NodeCount> =
+                    ask_every_node(node, |from, request| Control::UserConnections {
+                        from,
+                        request,
+                        user: b.user.clone(),
+                    })
+                    .await;
+                for part in answers {
+                    nodes.insert(part.node, part.connections);
+                }
+            }
+            // This node's count directly (also when its broker is away).
+            let here = node.hub.connections(Some(&b.user)).len() as u64;
+            nodes.insert(node.id.to_string(), here);
+            nodes.retain(|_, n| *n > 0);
             Ok(json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptime_seconds": node.started.elapsed().as_secs(),
-                "num_clients": clients,
-                "num_users": users,
-                "num_channels": channels.len(),
-                "num_subscriptions": node.metrics.subscriptions.load(Relaxed),
-                "publications": node.metrics.publications.load(Relaxed),
-                "deliveries": node.metrics.deliveries.load(Relaxed),
-                "queue_overflows": node.metrics.queue_overflows.load(Relaxed),
-                "node": &*node.id,
-                "broker": backend_kind(&node.config.broker),
-                "store": backend_kind(&node.config.store),
-                "broker_healthy": node.broker.healthy(),
+                "user": b.user,
+                "connections": nodes.values().sum::<u64>(),
+                "nodes": nodes,
             }))
         }
         other => Err(ApiError::new(
@@ -303,15 +334,19 @@ async fn dispatch(node: &Node, method: &str, bytes: &[u8]) -> Result<Value, ApiE
 /// How long a cluster-wide API call gathers the other nodes' answers.
 const CLUSTER_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// `memory`, `redis`, `sqlite` or `postgres`: never the URL (it may carry a
-/// password).
-fn backend_kind(backend: &str) -> &str {
-    backend
-        .split_once("://")
-        .map_or(backend, |(scheme, _)| match scheme {
-            "postgresql" => "postgres",
-            other => other,
-        })
+/// Sends `make(this node's id, request id)` to every node (this one
+/// included) and parses the answers that arrive within [`CLUSTER_WINDOW`].
+async fn ask_every_node<T: DeserializeOwned>(
+    node: &Node,
+    make: impl FnOnce(String, u64) -> Control,
+) -> Vec<T> {
+    let from = node.id.to_string();
+    node.cluster
+        .gather(node, CLUSTER_WINDOW, |request| make(from, request))
+        .await
+        .iter()
+        .filter_map(|answer| serde_json::from_str(answer.get()).ok())
+        .collect()
 }
 
 fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {
