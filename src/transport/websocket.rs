@@ -218,6 +218,21 @@ fn io_event<'a, S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
+/// Publishes started and waiting for their replies, oldest first, and the
+/// command after them, which waits until their replies are pushed. Boxed
+/// and dropped when empty: an idle connection keeps none.
+#[derive(Default)]
+struct Pipeline {
+    pending: VecDeque<PendingReply>,
+    next: Option<Bytes>,
+}
+
+impl Pipeline {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.next.is_none()
+    }
+}
+
 /// What came of one command, as the connection loop sees it.
 enum Outcome {
     Continue,
@@ -279,9 +294,7 @@ where
     let mut reader = FrameReader::new(Role::Server, cfg.max_data_size + ENVELOPE_ALLOWANCE);
     let mut messages: VecDeque<Message> = VecDeque::new();
     let mut in_flight: Option<InFlight> = None;
-    // Publishes started, oldest first, and a command waiting for their replies.
-    let mut pending: VecDeque<PendingReply> = VecDeque::new();
-    let mut sequential: Option<Bytes> = None;
+    let mut pipeline: Option<Box<Pipeline>> = None;
     // Control frames (pong, ping, close) waiting for the next write.
     let mut control: Vec<u8> = Vec::new();
     let mut write_buf: Vec<u8> = Vec::new();
@@ -307,9 +320,9 @@ where
         // reply is pushed, so replies keep the commands' order.
         if in_flight.is_none() && closing.is_none() {
             loop {
-                if sequential.is_some() {
-                    if pending.is_empty() {
-                        let text = sequential.take().expect("checked");
+                if let Some(p) = pipeline.as_mut().filter(|p| p.next.is_some()) {
+                    if p.pending.is_empty() {
+                        let text = p.next.take().expect("checked");
                         in_flight = Some(Box::pin(command(node.clone(), session.clone(), text)));
                     }
                     break;
@@ -319,7 +332,8 @@ where
                 };
                 match message {
                     Message::Text(text) => {
-                        if pending.len() >= MAX_PUBLISHES_IN_FLIGHT {
+                        let p = pipeline.get_or_insert_with(Box::default);
+                        if p.pending.len() >= MAX_PUBLISHES_IN_FLIGHT {
                             messages.push_front(Message::Text(text));
                             break;
                         }
@@ -328,8 +342,8 @@ where
                             .ok()
                             .and_then(|t| session.start_publish(t));
                         match started {
-                            Some(reply) => pending.push_back(reply),
-                            None => sequential = Some(text),
+                            Some(reply) => p.pending.push_back(reply),
+                            None => p.next = Some(text),
                         }
                     }
                     Message::Binary(_) => {
@@ -353,8 +367,8 @@ where
                 }
             }
         }
-        if pending.is_empty() && pending.capacity() > 0 {
-            pending = VecDeque::new();
+        if pipeline.as_ref().is_some_and(|p| p.is_empty()) {
+            pipeline = None;
         }
 
         if messages.is_empty() && messages.capacity() > 0 {
@@ -402,8 +416,11 @@ where
                     }
                 }
             }
-            reply = async { pending.front_mut().expect("guarded").await }, if !pending.is_empty() => {
-                pending.pop_front();
+            reply = async { pipeline.as_mut().and_then(|p| p.pending.front_mut()).expect("guarded").await },
+                if pipeline.as_ref().is_some_and(|p| !p.pending.is_empty()) => {
+                if let Some(p) = pipeline.as_mut() {
+                    p.pending.pop_front();
+                }
                 let _ = session.outbound().push(reply);
             }
             _ = std::future::ready(()), if !writing && !close_after_write && !control.is_empty() => {
@@ -522,7 +539,7 @@ where
 
     // Let commands still in flight finish so their effects are undone
     // below and their replies wait in the session for a resume.
-    for reply in pending {
+    for reply in pipeline.map(|p| p.pending).unwrap_or_default() {
         let _ = session.outbound().push(reply.await);
     }
     if let Some(f) = in_flight.take() {
