@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Duration;
 
@@ -385,6 +386,50 @@ async fn sse_commands_sent_alone_and_in_batches_come_back_as_numbered_events() {
     // A push from the server API continues the numbering.
     publish(&server, "feed:a", json!({"n": 2})).await;
     publications(&mut stream, &s, 7, &[2]).await;
+    stream.expect_silence(SILENCE).await;
+}
+
+/// A batch of publishes is handled side by side (docs/protocol.md,
+/// "Replies"): the replies still come in command order, with a refused
+/// publish and a ping among them, and offsets follow the order sent.
+#[tokio::test]
+async fn sse_a_batch_of_publishes_is_answered_in_command_order() {
+    let server = server(|c| {
+        c.namespaces
+            .insert("kept".into(), namespace(|ns| ns.persist = true));
+        c.namespaces
+            .insert("quiet".into(), namespace(|ns| ns.client_publish = false));
+    })
+    .await;
+    let (mut stream, s) = sse_connect(&server, "alice").await;
+    let commands: Vec<Value> = (1..=30u64)
+        .map(|id| match id {
+            10 => json!({"id": id, "type": "publish", "channel": "quiet:x", "data": {"n": id}}),
+            20 => json!({"id": id, "type": "ping"}),
+            _ if id % 2 == 0 => {
+                json!({"id": id, "type": "publish", "channel": "feed:a", "data": {"n": id}})
+            }
+            _ => json!({"id": id, "type": "publish", "channel": "kept:b", "data": {"n": id}}),
+        })
+        .collect();
+    send_ok(&server, &s, "alice", Value::Array(commands.clone())).await;
+    let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, command) in commands.iter().enumerate() {
+        let reply = next_numbered(&mut stream, &s, 2 + i as u64).await;
+        assert_eq!(
+            reply["id"], command["id"],
+            "out of order: {reply} for {command}"
+        );
+        match command["channel"].as_str() {
+            Some("quiet:x") => assert_eq!(reply["code"], 103, "{reply}"),
+            Some(channel) => {
+                let last = offsets.entry(channel.to_owned()).or_default();
+                *last += 1;
+                assert_eq!(reply["position"]["offset"], *last, "{reply} for {command}");
+            }
+            None => assert_eq!(reply["type"], "pong", "{reply}"),
+        }
+    }
     stream.expect_silence(SILENCE).await;
 }
 

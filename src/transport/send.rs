@@ -1,9 +1,11 @@
 //! `POST /connection/send?session=…`: commands for a session whose frames
 //! flow over SSE or long-polling. The body is one command or a JSON array of
-//! commands, handled in order as if they had arrived on a WebSocket; their
+//! commands, handled in order as if they had arrived on a WebSocket
+//! (consecutive publishes side by side, replies in command order); their
 //! replies arrive on the stream or the next poll. The token must be the
 //! session user's.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,11 +18,12 @@ use serde_json::value::RawValue;
 
 use super::http_session::{body_limit, find, read_body, required, session_not_found, token};
 use crate::auth::TokenError;
+use crate::client::PendingReply;
 use crate::cluster::Control;
 use crate::codes::ErrorCode;
 use crate::http::error::ApiError;
 use crate::node::Node;
-use crate::session::Handled;
+use crate::session::{Handled, Session};
 
 /// How long a node waits for the node holding a session to take commands.
 const FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -117,6 +120,9 @@ pub async fn deliver_local(
             "the session belongs to another user",
         ));
     }
+    // Publishes start as they come and wait side by side; anything else
+    // waits until their replies are pushed (replies keep the commands' order).
+    let mut publishing: VecDeque<PendingReply> = VecDeque::new();
     for command in commands {
         if session.has_ended() {
             return Err(ApiError::new(
@@ -124,6 +130,11 @@ pub async fn deliver_local(
                 "the session ended",
             ));
         }
+        if let Some(reply) = session.start_publish(command.get()) {
+            publishing.push_back(reply);
+            continue;
+        }
+        push_replies(&session, &mut publishing).await;
         if let Handled::Close(_) = session.handle_text(command.get()).await {
             // Between polls nobody will take the last frames: end now.
             if session.detached_for().is_some() {
@@ -132,7 +143,16 @@ pub async fn deliver_local(
             break;
         }
     }
+    push_replies(&session, &mut publishing).await;
     Ok(commands.len())
+}
+
+/// Pushes the replies of the publishes started, oldest first, as each
+/// completes.
+async fn push_replies(session: &Session, publishing: &mut VecDeque<PendingReply>) {
+    while let Some(reply) = publishing.pop_front() {
+        let _ = session.outbound().push(reply.await);
+    }
 }
 
 /// The commands of a body: one object, or an array of objects.
