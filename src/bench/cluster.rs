@@ -1,9 +1,11 @@
 //! Scenario `cluster`: publish → deliver latency across nodes through Redis,
-//! next to the same measurement on one node, and fan-out to local
-//! subscribers on a Redis-broker node next to a memory-broker node.
+//! next to the same measurement on one node and, with `--peer socketio` or
+//! `--peer all`, on three Socket.IO nodes through the same Redis; and
+//! fan-out to local subscribers on a Redis-broker node next to a
+//! memory-broker node.
 //!
 //! For each rate R (`--cluster-rate`, 50,000 and 10,000 publications/s by
-//! default), twice, back to back:
+//! default), back to back:
 //!
 //! 1. **one node** (memory broker): 2 subscribers per channel on
 //!    `bench:c0` … `bench:c<C-1>` (`--cluster-channels`, 1,000), publishers
@@ -12,11 +14,27 @@
 //!    `bench` namespace, which is not persisted: its history lives in Redis
 //!    streams written by the Lua script): the publishers on node A, one
 //!    subscriber per channel on node B and one on node C, so every delivery
-//!    crosses Redis.
+//!    crosses Redis;
+//! 3. when the selected peers include Socket.IO, **three Socket.IO nodes**
+//!    (`bench/peers/socketio/server.js` with `REDIS_URL`: Socket.IO 4 with
+//!    the official `@socket.io/redis-adapter`, what users would pick instead
+//!    for many nodes), with exactly the same load, layout (publishers on A,
+//!    one subscriber per channel on B and one on C), pinning
+//!    (`--cluster-cpus`), publishers, in-flight cap and subscriber fleets,
+//!    speaking Socket.IO's protocol (rooms for channels). These nodes keep
+//!    no history and no offsets — Socket.IO has none — so a publish is one
+//!    `PUBLISH` on the adapter's channel, not the Lua script's stream append
+//!    plus `PUBLISH` that a Switchboard node does; and the adapter's nodes
+//!    all `PSUBSCRIBE` to the run's prefix, so Redis sends every publication
+//!    to every node, A included. Their figures carry the same names as the
+//!    Switchboard three nodes' (`cluster @10k pub/s, 3 nodes via Redis: …`),
+//!    under the Socket.IO peer, so that the side-by-side table puts them
+//!    next to each other. With `--peer socketio` alone only this setup runs.
 //!
-//! P publisher connections (`--cluster-publishers`, 32: a connection's
-//! commands are handled one at a time, so one connection would be bound by
-//! the Redis round trip) share the schedule: every millisecond each sends
+//! P publisher connections (`--cluster-publishers`, 32; a Switchboard
+//! connection handles its publishes side by side, so the count shapes the
+//! traffic, not a bound of one Redis round trip per connection) share the
+//! schedule: every millisecond each sends
 //! what is due by then (message i goes to channel i mod C), as long as it
 //! has fewer than `--cluster-in-flight` / P publishes unacknowledged. The
 //! cap turns an unreachable rate into the highest rate the nodes sustain
@@ -27,11 +45,11 @@
 //! subscribers record every delivery. Every publication must reach both of
 //! its subscribers.
 //!
-//! Then the `fanout` scenario's saturating publisher and N subscribers of
-//! one channel (`--cluster-fanout-subscribers`, 1,000), all on the same
-//! node, on a memory-broker node and on a Redis-broker node: local fan-out
-//! with the Redis broker (publish → Redis → back to the node → its
-//! subscribers) as a share of the single node's.
+//! Then (Switchboard only) the `fanout` scenario's saturating publisher and
+//! N subscribers of one channel (`--cluster-fanout-subscribers`, 1,000), all
+//! on the same node, on a memory-broker node and on a Redis-broker node:
+//! local fan-out with the Redis broker (publish → Redis → back to the node
+//! → its subscribers) as a share of the single node's.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -87,45 +105,255 @@ pub struct ClusterParams {
     pub fanout: FanoutParams,
 }
 
-/// Runs the scenario (it starts its own servers).
-pub async fn run(base: &ServerOptions, p: &ClusterParams) -> anyhow::Result<(Vec<Figure>, Value)> {
-    let mut figures = Vec::new();
-    let mut runs = Vec::new();
-    if p.node_cpus.len() != 3 {
-        anyhow::bail!("--cluster-cpus needs three CPUs (nodes A, B, C)");
-    }
-    for &rate in &p.rates {
-        let label = format!("cluster @{}k pub/s", rate / 1000.0);
-        eprintln!(
-            "cluster: {rate} publications/s over {} channels, one node…",
-            p.channels
-        );
-        let single = start_nodes(base, p, false, &[p.single_cpu])?;
-        let procs = vec![("node".to_owned(), single[0].pid())];
-        let one = measure(&single[0], &[&single[0], &single[0]], p, rate, procs).await?;
-        drop(single);
-        eprintln!("cluster: {rate} publications/s, three nodes through Redis…");
-        let nodes = start_nodes(base, p, true, &p.node_cpus)?;
-        let mut procs: Vec<(String, u32)> = ["A", "B", "C"]
-            .iter()
-            .zip(&nodes)
-            .map(|(n, s)| (format!("node {n}"), s.pid()))
-            .collect();
-        if let Some(pid) = procfs::find_process("redis-server") {
-            procs.push(("redis".to_owned(), pid));
+/// A set of nodes measured at each rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Setup {
+    /// One Switchboard node on the memory broker.
+    OneNode,
+    /// Three Switchboard nodes through Redis.
+    ThreeNodes,
+    /// Three Socket.IO nodes through Redis (`@socket.io/redis-adapter`).
+    ThreeSocketIo,
+}
+
+impl Setup {
+    /// The setups measured for `peers`, in the order they run at a rate.
+    fn for_peers(peers: &[Peer]) -> Vec<Setup> {
+        let mut out = Vec::new();
+        if peers.contains(&Peer::Switchboard) {
+            out.extend([Setup::OneNode, Setup::ThreeNodes]);
         }
-        let three = measure(&nodes[0], &[&nodes[1], &nodes[2]], p, rate, procs).await?;
-        drop(nodes);
-        figures.extend(one.figures(&format!("{label}, 1 node (memory broker)"), rate, false));
-        figures.extend(three.figures(&format!("{label}, 3 nodes via Redis"), rate, true));
-        runs.push(json!({
-            "rate_asked_per_sec": rate,
-            "single_node": one.to_json(),
-            "three_nodes": three.to_json(),
-        }));
+        if peers.contains(&Peer::SocketIo) {
+            out.push(Setup::ThreeSocketIo);
+        }
+        out
     }
 
-    // Local fan-out, memory broker then Redis broker, same CPU.
+    /// The server whose figures these are.
+    fn peer(self) -> Peer {
+        match self {
+            Setup::OneNode | Setup::ThreeNodes => Peer::Switchboard,
+            Setup::ThreeSocketIo => Peer::SocketIo,
+        }
+    }
+
+    /// Whether deliveries cross Redis (the p99 target applies).
+    fn cluster(self) -> bool {
+        self != Setup::OneNode
+    }
+
+    /// What the setup is, in progress lines.
+    fn describe(self) -> &'static str {
+        match self {
+            Setup::OneNode => "1 node (memory broker)",
+            Setup::ThreeNodes => "3 nodes via Redis",
+            Setup::ThreeSocketIo => "3 Socket.IO nodes via Redis (redis-adapter)",
+        }
+    }
+
+    /// The prefix of its figures' names. Both three-node setups share one,
+    /// so that the side-by-side table (one column per server) shows them
+    /// on the same rows.
+    fn figure_label(self, rate: f64) -> String {
+        let setup = match self {
+            Setup::OneNode => "1 node (memory broker)",
+            Setup::ThreeNodes | Setup::ThreeSocketIo => "3 nodes via Redis",
+        };
+        format!("cluster @{}k pub/s, {setup}", rate / 1000.0)
+    }
+
+    /// Its key in a run's JSON.
+    fn key(self) -> &'static str {
+        match self {
+            Setup::OneNode => "single_node",
+            Setup::ThreeNodes | Setup::ThreeSocketIo => "three_nodes",
+        }
+    }
+}
+
+/// What one server's part of the scenario gathered.
+pub struct PeerResult {
+    /// The server.
+    pub peer: Peer,
+    /// The figures of its runs that completed (also of a run during which
+    /// a node died: they show what was lost).
+    pub figures: Vec<Figure>,
+    /// The parameters and, per rate, its runs' details.
+    pub details: Value,
+    /// Why runs failed; the other runs went on with fresh nodes.
+    pub errors: Vec<anyhow::Error>,
+}
+
+/// Runs the scenario for `peers` (it starts its own servers) and returns
+/// each server's figures, details and failures. At each rate the setups
+/// run back to back with fresh nodes, so both servers see the machine in
+/// the same state as far as possible; a failed run (a node that died, a
+/// fleet that could not connect) is reported and the others still run.
+pub async fn run(base: &ServerOptions, p: &ClusterParams, peers: &[Peer]) -> Vec<PeerResult> {
+    let mut parts: Vec<PeerResult> = peers
+        .iter()
+        .map(|&peer| PeerResult {
+            peer,
+            figures: Vec::new(),
+            details: json!({ "runs": [] }),
+            errors: Vec::new(),
+        })
+        .collect();
+    if p.node_cpus.len() != 3 {
+        for part in &mut parts {
+            let e = anyhow::anyhow!("--cluster-cpus needs three CPUs (nodes A, B, C)");
+            part.errors.push(e);
+        }
+        return parts;
+    }
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); parts.len()];
+    for &rate in &p.rates {
+        let mut this_rate: Vec<Map<String, Value>> = vec![Map::new(); parts.len()];
+        for setup in Setup::for_peers(peers) {
+            let Some(at) = parts.iter().position(|x| x.peer == setup.peer()) else {
+                continue;
+            };
+            let (part, run) = (&mut parts[at], &mut this_rate[at]);
+            run.insert("rate_asked_per_sec".into(), json!(rate));
+            let (measured, failure) = match run_setup(base, p, setup, rate).await {
+                Ok((m, died)) => (Some(m), died),
+                Err(e) => (None, Some(e)),
+            };
+            let mut entry = json!({});
+            if let Some(m) = measured {
+                let label = setup.figure_label(rate);
+                part.figures
+                    .extend(m.figures(&label, rate, setup.cluster()));
+                entry = m.to_json();
+            }
+            if let Some(e) = failure {
+                let e = e.context(format!("{} at {rate}/s", setup.describe()));
+                entry["error"] = json!(format!("{e:#}"));
+                part.errors.push(e);
+            }
+            run.insert(setup.key().into(), entry);
+        }
+        for (all, run) in runs.iter_mut().zip(this_rate) {
+            all.push(Value::Object(run));
+        }
+    }
+    for (part, runs) in parts.iter_mut().zip(runs) {
+        part.details = common_details(p, runs);
+        if let Err(e) = finish(base, p, part).await {
+            part.errors.push(e);
+        }
+    }
+    parts
+}
+
+/// Starts `setup`'s nodes, measures them at `rate` and stops them; also
+/// returns why, if a node died during the run (its figures show what that
+/// cost).
+async fn run_setup(
+    base: &ServerOptions,
+    p: &ClusterParams,
+    setup: Setup,
+    rate: f64,
+) -> anyhow::Result<(Measured, Option<anyhow::Error>)> {
+    eprintln!(
+        "cluster: {rate} publications/s over {} channels, {}…",
+        p.channels,
+        setup.describe()
+    );
+    let label = format!("cluster @{}k pub/s, {}", rate / 1000.0, setup.describe());
+    let mut nodes = match setup {
+        Setup::OneNode => start_nodes(base, p, false, &[p.single_cpu])?,
+        Setup::ThreeNodes => start_nodes(base, p, true, &p.node_cpus)?,
+        Setup::ThreeSocketIo => start_socketio_nodes(base, p, &p.node_cpus)?,
+    };
+    let m = match setup {
+        Setup::OneNode => {
+            let procs = vec![("node".to_owned(), nodes[0].pid())];
+            let subs = [&nodes[0], &nodes[0]];
+            measure(&label, &nodes[0], &subs, p, rate, procs).await?
+        }
+        Setup::ThreeNodes | Setup::ThreeSocketIo => {
+            let procs = cluster_procs(&nodes);
+            measure(&label, &nodes[0], &[&nodes[1], &nodes[2]], p, rate, procs).await?
+        }
+    };
+    let died = nodes.iter_mut().find_map(|n| n.check_alive().err());
+    Ok((m, died))
+}
+
+/// The processes whose CPU a three-node run reports: nodes A, B, C and
+/// Redis (when found).
+fn cluster_procs(nodes: &[Server]) -> Vec<(String, u32)> {
+    let mut procs: Vec<(String, u32)> = ["A", "B", "C"]
+        .iter()
+        .zip(nodes)
+        .map(|(n, s)| (format!("node {n}"), s.pid()))
+        .collect();
+    if let Some(pid) = procfs::find_process("redis-server") {
+        procs.push(("redis".to_owned(), pid));
+    }
+    procs
+}
+
+/// The scenario's parameters and `runs` (one entry per rate), as JSON.
+fn common_details(p: &ClusterParams, runs: Vec<Value>) -> Value {
+    json!({
+        "channels": p.channels,
+        "secs": p.secs,
+        "publisher_connections": p.publishers,
+        "in_flight_cap": p.in_flight,
+        "payload_bytes": p.payload_bytes,
+        "node_cpus": { "a": p.node_cpus[0], "b": p.node_cpus[1], "c": p.node_cpus[2] },
+        "redis": "not pinned (the machine's service)",
+        "runs": runs,
+    })
+}
+
+/// Completes a server's part once its runs are done: for Switchboard, the
+/// local fan-out comparison (figures and details); for Socket.IO, what its
+/// nodes ran.
+async fn finish(
+    base: &ServerOptions,
+    p: &ClusterParams,
+    part: &mut PeerResult,
+) -> anyhow::Result<()> {
+    match part.peer {
+        Peer::Switchboard => {
+            part.details["single_node_cpu"] = json!(p.single_cpu);
+            let (figures, fan) = local_fanout(base, p).await?;
+            part.figures.extend(figures);
+            part.details["local_fanout"] = fan;
+        }
+        Peer::SocketIo => {
+            let sio = base
+                .socketio
+                .as_ref()
+                .context("the Socket.IO peer was not prepared")?;
+            let (adapter, client) = sio.redis_versions()?;
+            let node = sio.cluster_node(&p.broker, "sbbench-sio-<pid>-<n>");
+            part.details["setup"] = json!(Setup::ThreeSocketIo.describe());
+            part.details["nodes"] = json!({
+                "command": "taskset -c <cpu> node server.js <port>",
+                "env": node.env_line(),
+                "node_version": sio.node_version,
+                "socketio_version": sio.socketio_version,
+                "redis_adapter_version": adapter,
+                "redis_client_version": client,
+                "history": "none (Socket.IO has no history or offsets): a publish is one \
+                    PUBLISH; every node PSUBSCRIBEs <prefix>#/#* and gets every publication",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Local fan-out, memory broker then Redis broker, same CPU: its figures
+/// and details (both runs and the ratio).
+async fn local_fanout(
+    base: &ServerOptions,
+    p: &ClusterParams,
+) -> anyhow::Result<(Vec<Figure>, Value)> {
+    let mut figures = Vec::new();
     let mut fan = Map::new();
     let mut rates = Vec::new();
     for (redis, name) in [(false, "memory broker"), (true, "Redis broker")] {
@@ -174,23 +402,20 @@ pub async fn run(base: &ServerOptions, p: &ClusterParams) -> anyhow::Result<(Vec
         rates[0], rates[1]
     );
     fan.insert("ratio_percent".into(), json!(ratio));
-    let details = json!({
-        "channels": p.channels,
-        "secs": p.secs,
-        "publisher_connections": p.publishers,
-        "in_flight_cap": p.in_flight,
-        "payload_bytes": p.payload_bytes,
-        "single_node_cpu": p.single_cpu,
-        "node_cpus": { "a": p.node_cpus[0], "b": p.node_cpus[1], "c": p.node_cpus[2] },
-        "redis": "not pinned (the machine's service)",
-        "runs": runs,
-        "local_fanout": fan,
-    });
-    Ok((figures, details))
+    Ok((figures, Value::Object(fan)))
 }
 
 /// Distinguishes the Redis key prefixes of the nodes sets of one run.
 static CLUSTER_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A Redis prefix of its own for one set of nodes: `<kind>-<pid>-<n>`.
+fn run_prefix(kind: &str) -> String {
+    format!(
+        "{kind}-{}-{}",
+        std::process::id(),
+        CLUSTER_SEQ.fetch_add(1, Relaxed)
+    )
+}
 
 /// Starts one node per CPU in `cpus`, sharing their secrets; with `redis`,
 /// on the cluster's Redis broker and PostgreSQL store with a key prefix of
@@ -203,15 +428,13 @@ fn start_nodes(
 ) -> anyhow::Result<Vec<Server>> {
     let mut env = Vec::new();
     if redis {
-        let prefix = format!(
-            "sbbench-{}-{}:",
-            std::process::id(),
-            CLUSTER_SEQ.fetch_add(1, Relaxed)
-        );
         env = vec![
             ("SWITCHBOARD_BROKER".to_owned(), p.broker.clone()),
             ("SWITCHBOARD_STORE".to_owned(), p.store.clone()),
-            ("SWITCHBOARD_REDIS_PREFIX".to_owned(), prefix),
+            (
+                "SWITCHBOARD_REDIS_PREFIX".to_owned(),
+                format!("{}:", run_prefix("sbbench")),
+            ),
             // The streams of this run's prefix expire soon after it.
             (
                 "SWITCHBOARD_NAMESPACES_BENCH_HISTORY_TTL".to_owned(),
@@ -229,6 +452,32 @@ fn start_nodes(
                 ..base.clone()
             };
             Server::start(Peer::Switchboard, &opts)
+        })
+        .collect()
+}
+
+/// Starts one Socket.IO node per CPU in `cpus`, all on the cluster's Redis
+/// through `@socket.io/redis-adapter` with a channel prefix of their own
+/// (`sbbench-sio-<pid>-<n>`; the adapter keeps nothing in Redis). Like the
+/// Switchboard nodes, they are killed when the returned servers drop.
+fn start_socketio_nodes(
+    base: &ServerOptions,
+    p: &ClusterParams,
+    cpus: &[usize],
+) -> anyhow::Result<Vec<Server>> {
+    let sio = base
+        .socketio
+        .as_ref()
+        .context("the Socket.IO peer was not prepared")?;
+    let node = sio.cluster_node(&p.broker, &run_prefix("sbbench-sio"));
+    cpus.iter()
+        .map(|&cpu| {
+            let opts = ServerOptions {
+                cpu,
+                socketio: Some(node.clone()),
+                ..base.clone()
+            };
+            Server::start(Peer::SocketIo, &opts)
         })
         .collect()
 }
@@ -399,8 +648,10 @@ impl Measured {
 }
 
 /// One run: subscribers on `sub_nodes` (one per channel on each), the
-/// publishers on `pub_node` at `rate` for `p.secs`.
+/// publishers on `pub_node` at `rate` for `p.secs`; its progress lines
+/// start with `label`.
 async fn measure(
+    label: &str,
     pub_node: &Server,
     sub_nodes: &[&Server],
     p: &ClusterParams,
@@ -488,7 +739,7 @@ async fn measure(
         .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
         .collect();
     eprintln!(
-        "cluster: {count} publications in {:.2} s ({:.0}/s acknowledged; held back by the \
+        "{label}: {count} publications in {:.2} s ({:.0}/s acknowledged; held back by the \
          in-flight cap on {} ticks), {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
          {short} missing a subscriber; CPU: {}; machine {:.0}% busy, {:.0}% stolen",
         m.publish_secs,
@@ -502,10 +753,10 @@ async fn measure(
         machine_busy * 100.0,
         machine_steal * 100.0,
     );
-    eprintln!("cluster: limited by: {}", m.bottleneck());
+    eprintln!("{label}: limited by: {}", m.bottleneck());
     if disconnected > 0 {
         eprintln!(
-            "cluster: WARNING: {disconnected} subscribers disconnected: {:?}",
+            "{label}: WARNING: {disconnected} subscribers disconnected: {:?}",
             m.reasons
         );
     }
@@ -661,6 +912,43 @@ async fn publish_share(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socketio_runs_only_when_selected_and_after_switchboard() {
+        use Setup::*;
+        assert_eq!(
+            Setup::for_peers(&[Peer::Switchboard]),
+            [OneNode, ThreeNodes]
+        );
+        assert_eq!(Setup::for_peers(&[Peer::SocketIo]), [ThreeSocketIo]);
+        let both = Setup::for_peers(&[Peer::Switchboard, Peer::SocketIo]);
+        assert_eq!(both, [OneNode, ThreeNodes, ThreeSocketIo]);
+        assert_eq!(ThreeSocketIo.peer(), Peer::SocketIo);
+        assert!(ThreeSocketIo.cluster() && !OneNode.cluster());
+    }
+
+    #[test]
+    fn three_node_figures_line_up_across_servers() {
+        let sio = Setup::ThreeSocketIo.figure_label(10_000.0);
+        assert_eq!(sio, "cluster @10k pub/s, 3 nodes via Redis");
+        assert_eq!(sio, Setup::ThreeNodes.figure_label(10_000.0));
+        assert_eq!(
+            Setup::OneNode.figure_label(50_000.0),
+            "cluster @50k pub/s, 1 node (memory broker)"
+        );
+        assert_eq!(Setup::ThreeSocketIo.key(), Setup::ThreeNodes.key());
+        // The progress lines tell the two apart.
+        assert!(Setup::ThreeSocketIo.describe().contains("Socket.IO"));
+        assert!(!Setup::ThreeNodes.describe().contains("Socket.IO"));
+    }
+
+    #[test]
+    fn each_set_of_nodes_gets_its_own_prefix() {
+        let (a, b) = (run_prefix("sbbench-sio"), run_prefix("sbbench-sio"));
+        assert_ne!(a, b);
+        let pid = std::process::id().to_string();
+        assert!(a.starts_with(&format!("sbbench-sio-{pid}-")), "{a}");
+    }
 
     #[test]
     fn shares_cover_every_message_once() {

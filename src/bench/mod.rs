@@ -24,7 +24,8 @@
 //!   subscribers;
 //! - [`memory`], [`fanout`], [`latency`]: the scenarios (each for one or
 //!   more transports); [`cluster`]: three nodes through Redis next to one
-//!   node (only when asked for with `--scenario cluster`);
+//!   node and, with the Socket.IO peer, three Socket.IO nodes through the
+//!   same Redis (only when asked for with `--scenario cluster`);
 //! - [`report`], [`compare`]: the tables and the JSON file.
 
 mod cluster;
@@ -80,8 +81,10 @@ pub enum Scenario {
     /// Publish → deliver latency to long-polling clients (Switchboard only).
     LatencyPoll,
     /// Cross-node publish → deliver latency through Redis (three nodes)
-    /// next to one node, and local fan-out on a Redis-broker node
-    /// (Switchboard only; needs Redis and PostgreSQL; not part of `all`).
+    /// next to one node, and local fan-out on a Redis-broker node; with
+    /// the Socket.IO peer, also three Socket.IO nodes through Redis
+    /// (`@socket.io/redis-adapter`) under the same load (needs Redis and
+    /// PostgreSQL; not part of `all`).
     Cluster,
 }
 
@@ -124,8 +127,7 @@ impl Scenario {
     /// Whether the scenario can run on `peer` (the Socket.IO peer speaks
     /// WebSocket only).
     fn applies_to(self, peer: Peer) -> bool {
-        (self.transport() == Transport::WebSocket && self != Scenario::Cluster)
-            || peer == Peer::Switchboard
+        self.transport() == Transport::WebSocket || peer == Peer::Switchboard
     }
 }
 
@@ -289,6 +291,10 @@ struct Outcome {
     failures: Vec<Value>,
     /// Scenarios that do not apply to a server (not run on it).
     skipped: Vec<(Peer, &'static str)>,
+    /// Scenarios a server ran only part of (the cluster's single node and
+    /// local fan-out are Switchboard's alone): its missing figures read
+    /// `n/a` in the side-by-side table rather than `failed`.
+    partial: Vec<(Peer, &'static str)>,
 }
 
 /// Runs the benchmark.
@@ -327,7 +333,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let figures: Vec<Figure> = out.figures.iter().map(|(_, f)| f.clone()).collect();
         println!("\n{}:\n{}", only.name(), report::table(&figures));
     } else {
-        println!("\n{}", compare::table(&peers, &out.figures, &out.skipped));
+        let not_measured: Vec<(Peer, &str)> =
+            out.skipped.iter().chain(&out.partial).copied().collect();
+        println!("\n{}", compare::table(&peers, &out.figures, &not_measured));
     }
     eprintln!(
         "bench: load average at start {}, at end {}",
@@ -395,6 +403,10 @@ async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], o
     let order = Scenario::ORDER.into_iter().chain([Scenario::Cluster]);
     for scenario in order.filter(|&s| args.wants(s)) {
         let name = scenario.key();
+        if scenario == Scenario::Cluster {
+            run_cluster(args, opts, peers, out).await;
+            continue;
+        }
         for &peer in peers {
             if !scenario.applies_to(peer) {
                 if peers.len() > 1 {
@@ -409,35 +421,62 @@ async fn run_scenarios(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], o
             if peers.len() > 1 {
                 eprintln!("== {name}: {} ==", peer.name());
             }
-            let result = match scenario {
-                // It starts its own servers (one node, then three).
-                Scenario::Cluster => cluster::run(opts, &cluster_params(args))
-                    .await
-                    .context("cluster scenario"),
-                _ => match Server::start(peer, opts) {
-                    Ok(mut server) => run_one(args, scenario, &mut server).await,
-                    Err(e) => Err(e),
-                },
+            let result = match Server::start(peer, opts) {
+                Ok(mut server) => run_one(args, scenario, &mut server).await,
+                Err(e) => Err(e),
             };
-            match result {
-                Ok((mut figures, details)) => {
-                    out.figures.extend(figures.drain(..).map(|mut f| {
-                        f.scenario = name;
-                        (peer, f)
-                    }));
-                    let entry = out.scenarios.entry(peer.key()).or_insert_with(|| json!({}));
-                    entry[name] = details;
-                }
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    eprintln!("bench: {name} scenario on {} failed: {error}", peer.name());
-                    out.failures
-                        .push(json!({ "peer": peer.key(), "scenario": name, "error": error }));
-                }
-            }
+            record(out, peer, name, result);
         }
     }
     add_sse_ratios(&mut out.figures);
+}
+
+/// Runs the `cluster` scenario once for all `peers` (it starts its own
+/// servers and interleaves the servers' runs at each rate).
+async fn run_cluster(args: &BenchArgs, opts: &ServerOptions, peers: &[Peer], out: &mut Outcome) {
+    let name = Scenario::Cluster.key();
+    if peers.len() > 1 {
+        let names: Vec<&str> = peers.iter().map(|p| p.name()).collect();
+        eprintln!("== {name}: {} ==", names.join(", "));
+    }
+    for part in cluster::run(opts, &cluster_params(args), peers).await {
+        let peer = part.peer;
+        if peer == Peer::SocketIo && peers.contains(&Peer::Switchboard) && !part.figures.is_empty()
+        {
+            out.partial.push((peer, name));
+        }
+        if part.errors.is_empty() || !part.figures.is_empty() {
+            record(out, peer, name, Ok((part.figures, part.details)));
+        }
+        for e in part.errors {
+            record(out, peer, name, Err(e.context("cluster scenario")));
+        }
+    }
+}
+
+/// Adds one scenario's outcome on `peer` to `out`.
+fn record(
+    out: &mut Outcome,
+    peer: Peer,
+    name: &'static str,
+    result: anyhow::Result<(Vec<Figure>, Value)>,
+) {
+    match result {
+        Ok((figures, details)) => {
+            out.figures.extend(figures.into_iter().map(|mut f| {
+                f.scenario = name;
+                (peer, f)
+            }));
+            let entry = out.scenarios.entry(peer.key()).or_insert_with(|| json!({}));
+            entry[name] = details;
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            eprintln!("bench: {name} scenario on {} failed: {error}", peer.name());
+            out.failures
+                .push(json!({ "peer": peer.key(), "scenario": name, "error": error }));
+        }
+    }
 }
 
 /// After each SSE fan-out deliveries/s figure, its share of the WebSocket

@@ -3,6 +3,8 @@
 //! server on Node (`bench/peers/socketio/server.js`: clients join a room,
 //! the server broadcasts to it). Each runs as a child process pinned to the
 //! same core with `taskset`; this file knows how to find and start the peer.
+//! For the `cluster` scenario the same server runs as a node of a cluster
+//! through Redis (`@socket.io/redis-adapter`, see [`SocketIoPeer::cluster_node`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,9 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::protocol::Protocol;
+
+/// The npm packages the peer needs (its `node_modules` must hold them all).
+const PACKAGES: [&str; 3] = ["socket.io", "@socket.io/redis-adapter", "redis"];
 
 /// Which servers `--peer` selects.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +88,9 @@ pub struct SocketIoPeer {
     pub node_version: String,
     /// The installed socket.io package's version.
     pub socketio_version: String,
+    /// Environment of the node process besides `NODE_ENV` (a cluster
+    /// node's `REDIS_URL` and `REDIS_PREFIX`; empty for a single node).
+    pub env: Vec<(String, String)>,
 }
 
 impl SocketIoPeer {
@@ -108,28 +116,53 @@ impl SocketIoPeer {
                  later (e.g. `apt-get install nodejs npm`)"
             ),
         };
-        if !dir.join("node_modules/socket.io/package.json").is_file() {
+        let missing = |p: &&str| !manifest_path(&dir, p).is_file();
+        if PACKAGES.iter().any(missing) {
             install(&dir)?;
         }
-        let manifest = std::fs::read_to_string(dir.join("node_modules/socket.io/package.json"))
-            .context("reading the installed socket.io package.json")?;
-        let socketio_version = serde_json::from_str::<Value>(&manifest)
-            .ok()
-            .and_then(|v| v["version"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "unknown".to_owned());
+        let socketio_version = installed_version(&dir, "socket.io")?;
         Ok(SocketIoPeer {
             dir,
             node_version,
             socketio_version,
+            env: Vec::new(),
         })
     }
 
-    /// `taskset -c <cpu> node server.js <port>`, run in the peer's folder.
+    /// The same peer as a node of a cluster: `REDIS_URL` makes server.js
+    /// attach `@socket.io/redis-adapter` on `redis_url`, with `prefix` as
+    /// the adapter's key (the prefix of every Redis channel it uses).
+    pub fn cluster_node(&self, redis_url: &str, prefix: &str) -> SocketIoPeer {
+        SocketIoPeer {
+            env: vec![
+                ("REDIS_URL".to_owned(), redis_url.to_owned()),
+                ("REDIS_PREFIX".to_owned(), prefix.to_owned()),
+            ],
+            ..self.clone()
+        }
+    }
+
+    /// The installed versions of the Redis adapter and client packages.
+    pub fn redis_versions(&self) -> anyhow::Result<(String, String)> {
+        Ok((
+            installed_version(&self.dir, "@socket.io/redis-adapter")?,
+            installed_version(&self.dir, "redis")?,
+        ))
+    }
+
+    /// `taskset -c <cpu> node server.js <port>`, run in the peer's folder
+    /// with [`env`](Self::env).
     pub fn command(&self, cpu: usize, port: u16) -> Command {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(cpu.to_string());
         cmd.args(["node", "server.js", &port.to_string()]);
         cmd.current_dir(&self.dir).env("NODE_ENV", "production");
+        for var in ["REDIS_URL", "REDIS_PREFIX"] {
+            // The user's own settings must not turn a single node into a
+            // cluster node.
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -140,9 +173,31 @@ impl SocketIoPeer {
             "node_version": self.node_version,
             "socketio_version": self.socketio_version,
             "command": format!("taskset -c {cpu} node server.js <port>"),
-            "env": "NODE_ENV=production",
+            "env": self.env_line(),
         })
     }
+
+    /// The node process's environment as `NAME=value` words.
+    pub fn env_line(&self) -> String {
+        let mut words = vec!["NODE_ENV=production".to_owned()];
+        words.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        words.join(" ")
+    }
+}
+
+/// `node_modules/<package>/package.json` under `dir`.
+fn manifest_path(dir: &Path, package: &str) -> PathBuf {
+    dir.join("node_modules").join(package).join("package.json")
+}
+
+/// The `version` of an installed package (`unknown` if it has none).
+fn installed_version(dir: &Path, package: &str) -> anyhow::Result<String> {
+    let manifest = std::fs::read_to_string(manifest_path(dir, package))
+        .with_context(|| format!("reading the installed {package} package.json"))?;
+    Ok(serde_json::from_str::<Value>(&manifest)
+        .ok()
+        .and_then(|v| v["version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned()))
 }
 
 fn default_dir() -> Option<PathBuf> {
@@ -169,5 +224,44 @@ fn install(dir: &Path) -> anyhow::Result<()> {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => bail!("`npm ci` failed ({s}); install the peer's packages with: {typed}"),
         Err(e) => bail!("cannot run npm ({e}); install the peer's packages with: {typed}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketIoPeer {
+        SocketIoPeer {
+            dir: PathBuf::from("/nowhere"),
+            node_version: "v20".into(),
+            socketio_version: "4.8.1".into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The value `cmd` sets for `name`: `Some(None)` when it removes it.
+    fn env_of(cmd: &Command, name: &str) -> Option<Option<String>> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    #[test]
+    fn a_cluster_node_gets_redis_and_a_single_node_does_not() {
+        let single = peer().command(0, 9000);
+        assert_eq!(env_of(&single, "REDIS_URL"), Some(None));
+        assert_eq!(env_of(&single, "REDIS_PREFIX"), Some(None));
+        let node = peer().cluster_node("redis://127.0.0.1:6379", "sbbench-sio-1-0");
+        let cmd = node.command(1, 9001);
+        let url = env_of(&cmd, "REDIS_URL");
+        assert_eq!(url, Some(Some("redis://127.0.0.1:6379".into())));
+        let prefix = env_of(&cmd, "REDIS_PREFIX");
+        assert_eq!(prefix, Some(Some("sbbench-sio-1-0".into())));
+        assert_eq!(
+            node.env_line(),
+            "NODE_ENV=production REDIS_URL=redis://127.0.0.1:6379 REDIS_PREFIX=sbbench-sio-1-0"
+        );
+        assert_eq!(peer().env_line(), "NODE_ENV=production");
     }
 }

@@ -7,7 +7,22 @@
 // requests the benchmark makes between measurements, never during them:
 // GET /health (200 once listening) and GET /metrics (the number of connected
 // Socket.IO sockets, in the same text form as Switchboard's gauge).
-// Usage: node server.js <port>   (listens on 127.0.0.1)
+//
+// Many nodes (`switchboard bench --scenario cluster`): with REDIS_URL set
+// (e.g. redis://127.0.0.1:6379), the node is one of several sharing that
+// Redis through the official @socket.io/redis-adapter (createAdapter, a pub
+// and a sub client of the `redis` package), which is what Socket.IO's docs
+// prescribe: a broadcast is sent to the local sockets and PUBLISHed to
+// Redis, and every node's sub client (PSUBSCRIBE <prefix>#/#*) receives it
+// and sends it to its own sockets in the room. REDIS_PREFIX (default
+// "socket.io") is the adapter's key, the prefix of every Redis channel it
+// uses, so that parallel runs and other users of the Redis do not see each
+// other's messages. The adapter keeps nothing in Redis (pub/sub only: no
+// history, no offsets). The node listens only once both clients are
+// connected and subscribed, so /health means ready. Without REDIS_URL the
+// server is a single node with Socket.IO's in-memory adapter.
+//
+// Usage: [REDIS_URL=… [REDIS_PREFIX=…]] node server.js <port>   (listens on 127.0.0.1)
 'use strict';
 const http = require('http');
 const { Server } = require('socket.io');
@@ -41,10 +56,45 @@ io.on('connection', (socket) => {
   });
 });
 
-httpServer.listen(port, '127.0.0.1', () => {
-  console.log(`socket.io peer listening on 127.0.0.1:${port}`);
-});
+const listen = () => {
+  httpServer.listen(port, '127.0.0.1', () => {
+    console.log(`socket.io peer listening on 127.0.0.1:${port}`);
+  });
+};
 
-const stop = () => io.close(() => process.exit(0));
+// The Redis clients of a cluster node, closed on exit.
+let redisClients = [];
+
+// Connects a pub and a sub client to `url` and installs the Redis adapter
+// with channel prefix `key`.
+async function attachRedisAdapter(url, key) {
+  const { createClient } = require('redis');
+  const { createAdapter } = require('@socket.io/redis-adapter');
+  const pubClient = createClient({ url });
+  const subClient = pubClient.duplicate();
+  for (const [name, client] of [['pub', pubClient], ['sub', subClient]]) {
+    client.on('error', (err) => console.error(`redis ${name} client: ${err.message}`));
+  }
+  redisClients = [pubClient, subClient];
+  await Promise.all([pubClient.connect(), subClient.connect()]);
+  io.adapter(createAdapter(pubClient, subClient, { key }));
+  console.log(`socket.io peer: redis adapter on ${url}, channels ${key}#/#*`);
+}
+
+if (process.env.REDIS_URL) {
+  attachRedisAdapter(process.env.REDIS_URL, process.env.REDIS_PREFIX || 'socket.io')
+    .then(listen)
+    .catch((err) => {
+      console.error(`socket.io peer: cannot attach the redis adapter: ${err.message}`);
+      process.exit(1);
+    });
+} else {
+  listen();
+}
+
+const stop = () =>
+  io.close(() => {
+    Promise.allSettled(redisClients.map((c) => c.quit())).then(() => process.exit(0));
+  });
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
