@@ -488,6 +488,7 @@ struct CpuSnap {
     procs: Vec<u64>,
     own: u64,
     machine: (u64, u64, u64),
+    cores: Vec<(u64, u64)>,
 }
 
 impl CpuSnap {
@@ -500,12 +501,14 @@ impl CpuSnap {
                 .collect(),
             own: procfs::cpu_ticks(None).unwrap_or(0),
             machine: procfs::machine_ticks(),
+            cores: procfs::core_ticks(),
         }
     }
 
     /// Per process (and `bench`), the share of one core used since `self`;
-    /// then the machine's busy and stolen shares of all its cores.
-    fn since(&self, names: &[(String, u32)]) -> (Vec<(String, f64)>, f64, f64) {
+    /// then the machine's busy and stolen shares of all its cores, and each
+    /// core's busy share.
+    fn since(&self, names: &[(String, u32)]) -> (Vec<(String, f64)>, f64, f64, Vec<f64>) {
         let now = CpuSnap::take(names);
         let secs = self.at.elapsed().as_secs_f64().max(1e-3);
         let tps = procfs::clock_ticks_per_sec() as f64;
@@ -519,7 +522,15 @@ impl CpuSnap {
         let total = now.machine.2.saturating_sub(self.machine.2).max(1) as f64;
         let busy = now.machine.0.saturating_sub(self.machine.0) as f64 / total;
         let steal = now.machine.1.saturating_sub(self.machine.1) as f64 / total;
-        (out, busy, steal)
+        let cores = self
+            .cores
+            .iter()
+            .zip(&now.cores)
+            .map(|((busy0, total0), (busy1, total1))| {
+                busy1.saturating_sub(*busy0) as f64 / total1.saturating_sub(*total0).max(1) as f64
+            })
+            .collect();
+        (out, busy, steal, cores)
     }
 }
 
@@ -540,6 +551,8 @@ struct Measured {
     cpu: Vec<(String, f64)>,
     machine_busy: f64,
     machine_steal: f64,
+    /// Each core's busy share (user+nice+system), by CPU number.
+    cores: Vec<f64>,
 }
 
 impl Measured {
@@ -597,6 +610,9 @@ impl Measured {
             "%",
             None,
         ));
+        for (n, busy) in self.cores.iter().enumerate() {
+            out.push(fig(&format!("core {n} busy"), busy * 100.0, "%", None));
+        }
         out
     }
 
@@ -615,6 +631,13 @@ impl Measured {
             )
         } else if let Some((n, _)) = self.cpu.iter().find(|(_, s)| *s >= 0.9) {
             format!("{n} saturated its core")
+        } else if let Some((n, busy)) = self.cores.iter().enumerate().find(|(_, b)| **b >= 0.9) {
+            // No process alone, but those sharing one core (say two nodes
+            // and the clients) filled it.
+            format!(
+                "core {n} saturated by the processes sharing it ({:.0}% busy; largest user: {top})",
+                busy * 100.0
+            )
         } else {
             format!("no core saturated (largest user: {top})")
         }
@@ -642,6 +665,7 @@ impl Measured {
                 .collect::<Map<String, Value>>(),
             "machine_busy_share": self.machine_busy,
             "machine_steal_share": self.machine_steal,
+            "core_busy_shares": self.cores,
             "bottleneck": self.bottleneck(),
         })
     }
@@ -701,7 +725,7 @@ async fn measure(
         wait_all_received(fleet, per_channel, Duration::from_secs(5)).await;
     }
     let deliver_secs = started.elapsed().as_secs_f64();
-    let (cpu, machine_busy, machine_steal) = snap.since(&procs);
+    let (cpu, machine_busy, machine_steal, cores) = snap.since(&procs);
     let mut disconnected = 0;
     let mut reasons = Vec::new();
     let mut deliveries = 0;
@@ -732,6 +756,7 @@ async fn measure(
         cpu,
         machine_busy,
         machine_steal,
+        cores,
     };
     let cpu_line: Vec<String> = m
         .cpu
@@ -741,7 +766,7 @@ async fn measure(
     eprintln!(
         "{label}: {count} publications in {:.2} s ({:.0}/s acknowledged; held back by the \
          in-flight cap on {} ticks), {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
-         {short} missing a subscriber; CPU: {}; machine {:.0}% busy, {:.0}% stolen",
+         {short} missing a subscriber; CPU: {}; machine {:.0}% busy (cores: {}), {:.0}% stolen",
         m.publish_secs,
         m.achieved(),
         m.held_back,
@@ -751,6 +776,11 @@ async fn measure(
         ms(max_of(&m.every)),
         cpu_line.join(", "),
         machine_busy * 100.0,
+        m.cores
+            .iter()
+            .map(|b| format!("{:.0}%", b * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
         machine_steal * 100.0,
     );
     eprintln!("{label}: limited by: {}", m.bottleneck());
@@ -948,6 +978,46 @@ mod tests {
         assert_ne!(a, b);
         let pid = std::process::id().to_string();
         assert!(a.starts_with(&format!("sbbench-sio-{pid}-")), "{a}");
+    }
+
+    /// A run whose processes used `cpu` shares, on cores `cores` busy.
+    fn measured(cpu: &[(&str, f64)], machine_busy: f64, cores: &[f64]) -> Measured {
+        Measured {
+            publications: 0,
+            per_channel: 0,
+            publish_secs: 1.0,
+            ack_secs: 1.0,
+            deliver_secs: 1.0,
+            deliveries: 0,
+            every: Vec::new(),
+            short: 0,
+            unreadable: 0,
+            disconnected: 0,
+            reasons: Vec::new(),
+            held_back: 0,
+            cpu: cpu.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+            machine_busy,
+            machine_steal: 0.0,
+            cores: cores.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_core_filled_by_the_processes_sharing_it_is_the_bottleneck() {
+        let cpu = [("node A", 0.34), ("node B", 0.27), ("node C", 0.27)];
+        let m = measured(&cpu, 0.72, &[0.47, 0.97]);
+        assert_eq!(
+            m.bottleneck(),
+            "core 1 saturated by the processes sharing it (97% busy; largest user: node A, 34% of a core)"
+        );
+        let quiet = measured(&cpu, 0.5, &[0.45, 0.55]);
+        assert!(quiet.bottleneck().starts_with("no core saturated"));
+        let whole = measured(&cpu, 0.95, &[0.95, 0.95]);
+        assert!(whole.bottleneck().starts_with("the machine's cores"));
+        let one = measured(&[("node", 0.99)], 0.6, &[0.99, 0.2]);
+        assert_eq!(one.bottleneck(), "node saturated its core");
+        let figures = m.figures("x", 1.0, true);
+        assert!(figures.iter().any(|f| f.name.ends_with("core 1 busy")));
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub fn machine_ticks() -> (u64, u64, u64) {
     })
 }
 
+/// Busy (user+nice+system) and total clock ticks of each CPU, by number.
+pub fn core_ticks() -> Vec<(u64, u64)> {
+    cpu_stat().iter().map(|c| (c.busy, c.total)).collect()
+}
+
 /// The id of a running process whose `comm` is `name` (e.g. `redis-server`).
 pub fn find_process(name: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
