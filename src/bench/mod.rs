@@ -228,6 +228,10 @@ pub struct BenchArgs {
     /// cluster: subscribers of one channel in the local fan-out comparison.
     #[arg(long, default_value_t = 1000)]
     cluster_fanout_subscribers: usize,
+    /// cluster: rounds of the local fan-out comparison (memory node, then
+    /// Redis node, each round); the ratio reported is the rounds' median.
+    #[arg(long, default_value_t = 3)]
+    cluster_fanout_rounds: usize,
     /// cluster: the nodes' broker.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     cluster_broker: String,
@@ -555,6 +559,7 @@ fn cluster_params(args: &BenchArgs) -> cluster::ClusterParams {
         node_cpus: args.cluster_cpus.clone(),
         broker: args.cluster_broker.clone(),
         store: args.cluster_store.clone(),
+        fanout_rounds: args.cluster_fanout_rounds.max(1),
         fanout: fanout::FanoutParams {
             subscribers: vec![args.cluster_fanout_subscribers],
             warmup: Duration::from_secs_f64(args.fanout_warmup_secs.max(0.0)),
