@@ -1,8 +1,9 @@
 //! One client connection's protocol state, independent of the transport.
 //!
-//! A transport feeds text frames to [`Client::handle_text`] (or starts a
-//! `publish` with [`Client::start_publish`] and pushes its reply itself,
-//! once the replies before it are out) and writes whatever appears in the
+//! A transport feeds text frames to [`Client::handle_text`] (or parses a
+//! `publish` with [`Client::parse_publish`], starts it with
+//! [`Client::start_publish`] and pushes its reply itself, once the replies
+//! before it are out) and writes whatever appears in the
 //! client's [`Outbound`] queue; replies, pushes and the final `disconnect`
 //! all go through that queue. The client owns its
 //! subscriptions and undoes them (hub, presence, leave pushes) in
@@ -29,6 +30,14 @@ use crate::stream::{ClientInfo, HistoryQuery, RawJson, StreamPosition};
 
 /// A started command's reply frame, once it is known.
 pub type PendingReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// A parsed `publish` command (see [`Client::parse_publish`]).
+pub struct PublishCommand {
+    id: u64,
+    channel: String,
+    data: RawJson,
+    idempotency_key: Option<String>,
+}
 
 /// Most publications a recovery returns, whatever the history size.
 const MAX_RECOVERY: usize = 10_000;
@@ -257,31 +266,47 @@ impl Client {
         }
     }
 
-    /// Starts `text` if it is a `publish` of a connected client, and
-    /// returns what resolves to its reply (`published` or an error frame)
-    /// without pushing it: the caller pushes replies in command order. The
-    /// publication is submitted before this returns, so publications
-    /// started one after the other are ordered as they were started.
-    /// `None` for anything else (handle it with [`Client::handle_text`]).
-    pub fn start_publish(&mut self, text: &str) -> Option<PendingReply> {
+    /// `text` as a `publish` of a connected client, for
+    /// [`Client::start_publish`]; `None` for anything else (handle it with
+    /// [`Client::handle_text`]).
+    pub fn parse_publish(&self, text: &str) -> Option<PublishCommand> {
         // Not connected yet: `handle_text` answers.
         self.identity.as_ref()?;
-        let Ok(Incoming::Command {
+        match parse(text) {
+            Ok(Incoming::Command {
+                id,
+                command:
+                    Command::Publish {
+                        channel,
+                        data,
+                        idempotency_key,
+                    },
+            }) => Some(PublishCommand {
+                id,
+                channel,
+                data,
+                idempotency_key,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Submits a publish and returns what resolves to its reply
+    /// (`published` or an error frame) without pushing it: the caller
+    /// pushes replies in command order. The publication is submitted
+    /// before this returns, so publications started one after the other
+    /// are ordered as they were started.
+    pub fn start_publish(&mut self, command: PublishCommand) -> PendingReply {
+        let PublishCommand {
             id,
-            command:
-                Command::Publish {
-                    channel,
-                    data,
-                    idempotency_key,
-                },
-        }) = parse(text)
-        else {
-            return None;
-        };
+            channel,
+            data,
+            idempotency_key,
+        } = command;
         let started = Instant::now();
         let node = self.node.clone();
         let submitted = self.submit_publish(&channel, data, idempotency_key);
-        Some(Box::pin(async move {
+        Box::pin(async move {
             let result = match submitted {
                 Ok(published) => published.await,
                 Err(e) => Err(e),
@@ -294,7 +319,7 @@ impl Client {
                     frames::error(Some(id), &e)
                 }
             }
-        }))
+        })
     }
 
     /// Checks that this client may publish to `channel` and submits the

@@ -287,6 +287,46 @@ async fn pipelined_publishes_are_answered_in_command_order() {
     alice.expect_silence(SILENCE).await;
 }
 
+/// A close frame right behind pipelined publishes: their replies are
+/// written before the connection closes (the close waits for them).
+#[tokio::test]
+async fn a_close_frame_behind_pipelined_publishes_waits_for_their_replies() {
+    use futures_util::SinkExt;
+    let server = start(|c| {
+        c.namespaces
+            .insert("kept".into(), namespace(|ns| ns.persist = true));
+    })
+    .await;
+    let mut alice = server.client("alice").await;
+    let mut ids = Vec::new();
+    for n in 0..6u64 {
+        let id = 100 + n;
+        ids.push(id);
+        let channel = if n % 2 == 0 { "feed:a" } else { "kept:b" };
+        let frame = json!({"id": id, "type": "publish", "channel": channel, "data": {"n": n}});
+        alice
+            .stream
+            .feed(Message::text(frame.to_string()))
+            .await
+            .expect("feed");
+    }
+    alice.stream.feed(Message::Close(None)).await.expect("feed");
+    alice.stream.flush().await.expect("flush");
+    let mut got = Vec::new();
+    while let Ok(Some(v)) = alice.recv_wire(Duration::from_secs(3)).await {
+        got.push(v);
+    }
+    let replied: Vec<u64> = got
+        .iter()
+        .filter(|v| v["type"] == "published")
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        replied, ids,
+        "every reply before the close, in order: {got:?}"
+    );
+}
+
 // ---------------------------------------------------------------- join / leave
 
 #[tokio::test]

@@ -310,6 +310,61 @@ async fn replies_to_publishes_in_flight_when_the_socket_drops_wait_for_the_resum
     server.stop().await;
 }
 
+/// A resume does not let the new socket's commands overtake publishes the
+/// lost socket still had in flight: their replies come first (after the
+/// resume's `connected`), as the commands were sent. The store's writer is
+/// held up by a write lock on its SQLite file so the publishes stay pending.
+#[tokio::test]
+async fn a_resume_answers_the_lost_sockets_publishes_before_its_own_commands() {
+    let server = server(|c| {
+        c.namespaces
+            .insert("kept".into(), namespace(|ns| ns.persist = true));
+    })
+    .await;
+    let mut client = Counted::connect(&server, "42").await;
+    client
+        .ws
+        .send(json!({"type": "publish", "channel": "kept:log", "data": {"n": 0}}))
+        .await;
+    assert_eq!(client.next().await["type"], "published");
+    let (session, seq) = (client.session.clone(), client.seq);
+
+    let lock = rusqlite::Connection::open(server.data_dir.join("switchboard.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut old = Vec::new();
+    for n in 1..=3u64 {
+        old.push(
+            client
+                .ws
+                .send(json!({"type": "publish", "channel": "kept:log", "data": {"n": n}}))
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(client);
+
+    let mut ws = Ws::open(&server.ws_url()).await;
+    let resume =
+        json!({"id": 500, "type": "connect", "token": token("42"), "session": session, "seq": seq});
+    ws.send_text(&resume.to_string()).await;
+    ws.send_text(r#"{"id":1000,"type":"ping"}"#).await;
+    ws.send_text(r#"{"id":1001,"type":"publish","channel":"feed:news","data":1}"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+
+    let mut ids = Vec::new();
+    while ids.len() < 6 {
+        let v = ws.recv().await.expect("connection open");
+        ids.push(v["id"].as_u64().unwrap_or_else(|| panic!("a reply: {v}")));
+    }
+    let mut expected = vec![500];
+    expected.extend(&old);
+    expected.extend([1000, 1001]);
+    assert_eq!(ids, expected, "arrival order");
+    server.stop().await;
+}
+
 // ------------------------------------------------------------ ending on purpose
 
 #[tokio::test]

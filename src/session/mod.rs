@@ -17,7 +17,8 @@ mod registry;
 pub use self::log::{CursorError, Log, Numbered};
 pub use registry::SessionRegistry;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,35 @@ pub enum Handled {
         session: String,
         seq: u64,
     },
+}
+
+/// Publishes of one session waiting for their replies at most.
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 32;
+
+/// A publish started by [`Session::start_publish`]: await `reply`, push
+/// it, then drop this.
+pub struct Publishing {
+    pub reply: PendingReply,
+    _started: Started,
+}
+
+/// Counts a publish in [`InFlight`] until dropped.
+struct Started(Arc<InFlight>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+/// A session's publishes waiting for their replies.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    /// Notified when `count` drops to zero.
+    settled: tokio::sync::Notify,
 }
 
 /// What a transport gets from [`Session::take`].
@@ -72,6 +102,9 @@ pub struct Session {
 
 struct State {
     log: Log,
+    /// Publishes started and not answered yet, by any transport (created
+    /// with the session's first publish).
+    publishing: Option<Arc<InFlight>>,
     /// The generation of the transport holding the session, if any.
     attached: Option<u64>,
     /// Generations handed out so far.
@@ -91,6 +124,7 @@ impl Session {
             outbound,
             state: Mutex::new(State {
                 log: Log::new(),
+                publishing: None,
                 attached: Some(1),
                 generations: 1,
                 detached_at: None,
@@ -131,8 +165,14 @@ impl Session {
         &self.outbound
     }
 
-    /// Handles one command frame from whichever transport carries it.
+    /// Handles one command frame from whichever transport carries it,
+    /// once the publishes started before it are answered.
     pub async fn handle_text(self: &Arc<Self>, text: &str) -> Handled {
+        if self.publishing() {
+            // Boxed: the wait is rare, and every command's future (a
+            // `connect` included) would otherwise carry its room.
+            Box::pin(self.settled()).await;
+        }
         let mut client = self.client.lock().await;
         let was_connected = client.is_connected();
         let flow = client.handle_text(text).await;
@@ -162,12 +202,62 @@ impl Session {
         }
     }
 
-    /// Starts `text` if it is a `publish` (see [`Client::start_publish`]);
-    /// `None` for anything else, or while another command holds the
-    /// client: hand it to [`Session::handle_text`] once the replies
-    /// already pending are pushed.
-    pub fn start_publish(&self, text: &str) -> Option<PendingReply> {
-        self.client.try_lock().ok()?.start_publish(text)
+    /// Starts `text` if it is a `publish` (see [`Client::start_publish`]).
+    /// `None` for anything else; while another command holds the client;
+    /// when [`MAX_PUBLISHES_IN_FLIGHT`] of the session's publishes wait for
+    /// their replies; or, given the transport's `generation`, when another
+    /// transport has taken the session over. Hand such a frame to
+    /// [`Session::handle_text`] once the replies already pending are pushed.
+    ///
+    /// Push the reply, then drop the [`Publishing`]: until every publish
+    /// started is dropped, [`Session::handle_text`] and resumes wait, so
+    /// no other command's reply overtakes a publish's.
+    pub fn start_publish(&self, text: &str, generation: Option<u64>) -> Option<Publishing> {
+        let mut client = self.client.try_lock().ok()?;
+        let command = client.parse_publish(text)?;
+        // Counted under the state lock before it is submitted, so that an
+        // `attach` either comes first (and this transport starts nothing)
+        // or sees it counted.
+        let started = {
+            let mut state = self.lock();
+            if generation.is_some_and(|g| state.attached != Some(g)) {
+                return None;
+            }
+            let in_flight = state.publishing.get_or_insert_with(Arc::default);
+            if in_flight.count.load(Acquire) >= MAX_PUBLISHES_IN_FLIGHT {
+                return None;
+            }
+            in_flight.count.fetch_add(1, AcqRel);
+            Started(in_flight.clone())
+        };
+        Some(Publishing {
+            reply: client.start_publish(command),
+            _started: started,
+        })
+    }
+
+    /// Whether publishes started on this session wait for their replies.
+    fn publishing(&self) -> bool {
+        self.lock()
+            .publishing
+            .as_ref()
+            .is_some_and(|p| p.count.load(Acquire) > 0)
+    }
+
+    /// Resolves once every publish started on this session is answered
+    /// (its [`Publishing`] dropped).
+    pub(crate) async fn settled(&self) {
+        loop {
+            let Some(in_flight) = self.lock().publishing.clone() else {
+                return;
+            };
+            // Registered before the check: a drop to zero after it wakes us.
+            let answered = in_flight.settled.notified();
+            if in_flight.count.load(Acquire) == 0 {
+                return;
+            }
+            answered.await;
+        }
     }
 
     /// Connects outside a command (SSE and long-poll open with a token).

@@ -68,6 +68,9 @@ impl SessionRegistry {
             .ok_or_else(|| refuse(ErrorCode::SessionNotFound.into()))?;
         let reply = session.resume_with(reply_id, token).await?;
         let generation = session.attach(seq).await.map_err(refuse)?;
+        // Publishes the replaced transport started (it starts none now)
+        // are answered before anything of the new one.
+        session.settled().await;
         session.greet(reply);
         Ok((session, generation))
     }

@@ -18,12 +18,11 @@ use serde_json::value::RawValue;
 
 use super::http_session::{body_limit, find, read_body, required, session_not_found, token};
 use crate::auth::TokenError;
-use crate::client::PendingReply;
 use crate::cluster::Control;
 use crate::codes::ErrorCode;
 use crate::http::error::ApiError;
 use crate::node::Node;
-use crate::session::{Handled, Session};
+use crate::session::{Handled, Publishing, Session, MAX_PUBLISHES_IN_FLIGHT};
 
 /// How long a node waits for the node holding a session to take commands.
 const FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -122,19 +121,22 @@ pub async fn deliver_local(
     }
     // Publishes start as they come and wait side by side; anything else
     // waits until their replies are pushed (replies keep the commands' order).
-    let mut publishing: VecDeque<PendingReply> = VecDeque::new();
+    let mut publishing: VecDeque<Publishing> = VecDeque::new();
     for command in commands {
         if session.has_ended() {
+            // Those started still happened: answer them (and count them).
+            push_replies(&session, &mut publishing, 0).await;
             return Err(ApiError::new(
                 ErrorCode::SessionNotFound,
                 "the session ended",
             ));
         }
-        if let Some(reply) = session.start_publish(command.get()) {
-            publishing.push_back(reply);
+        push_replies(&session, &mut publishing, MAX_PUBLISHES_IN_FLIGHT - 1).await;
+        if let Some(started) = session.start_publish(command.get(), None) {
+            publishing.push_back(started);
             continue;
         }
-        push_replies(&session, &mut publishing).await;
+        push_replies(&session, &mut publishing, 0).await;
         if let Handled::Close(_) = session.handle_text(command.get()).await {
             // Between polls nobody will take the last frames: end now.
             if session.detached_for().is_some() {
@@ -143,15 +145,19 @@ pub async fn deliver_local(
             break;
         }
     }
-    push_replies(&session, &mut publishing).await;
+    push_replies(&session, &mut publishing, 0).await;
     Ok(commands.len())
 }
 
 /// Pushes the replies of the publishes started, oldest first, as each
-/// completes.
-async fn push_replies(session: &Session, publishing: &mut VecDeque<PendingReply>) {
-    while let Some(reply) = publishing.pop_front() {
-        let _ = session.outbound().push(reply.await);
+/// completes, until at most `keep` are left.
+async fn push_replies(session: &Session, publishing: &mut VecDeque<Publishing>, keep: usize) {
+    while publishing.len() > keep {
+        let Some(mut oldest) = publishing.pop_front() else {
+            return;
+        };
+        let reply = (&mut oldest.reply).await;
+        let _ = session.outbound().push(reply);
     }
 }
 

@@ -12,10 +12,10 @@
 //! Consecutive `publish` commands run side by side (up to
 //! [`MAX_PUBLISHES_IN_FLIGHT`]): each is submitted to its stream as it is
 //! read ([`Session::start_publish`]), and their replies are pushed in
-//! command order as they complete. Any other command waits until the
-//! replies before it are pushed, then runs alone. So a publisher that does
-//! not wait for each reply is bound by the broker's throughput, not by
-//! one broker round trip per publish.
+//! command order as they complete. Any other command, and a close or
+//! binary frame, waits until the replies before it are pushed, then runs
+//! alone. So a publisher that does not wait for each reply is bound by the
+//! broker's throughput, not by one broker round trip per publish.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -46,11 +46,10 @@ enum WriteProgress {
     Failed,
 }
 
-use crate::client::PendingReply;
 use crate::codes::{Disconnect, DisconnectCode};
 use crate::node::Node;
 use crate::protocol::frames;
-use crate::session::{Handled, Numbered, Session, Take};
+use crate::session::{Handled, Numbered, Publishing, Session, Take, MAX_PUBLISHES_IN_FLIGHT};
 use crate::stream::now_millis;
 use crate::ws::frame::{self, FrameError, FrameReader, Message, OpCode, Role};
 
@@ -58,8 +57,6 @@ use crate::ws::frame::{self, FrameError, FrameReader, Message, OpCode, Role};
 const READ_BUFFER: usize = 64 * 1024;
 /// Incoming text frames parsed ahead of the command being handled.
 const MAX_PENDING_COMMANDS: usize = 16;
-/// Publishes of one connection waiting for their history at once.
-const MAX_PUBLISHES_IN_FLIGHT: usize = 32;
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Room for the envelope around `data` in a publish frame.
@@ -223,7 +220,7 @@ fn io_event<'a, S: AsyncRead + AsyncWrite + Unpin>(
 /// and dropped when empty: an idle connection keeps none.
 #[derive(Default)]
 struct Pipeline {
-    pending: VecDeque<PendingReply>,
+    pending: VecDeque<Publishing>,
     next: Option<Bytes>,
 }
 
@@ -321,7 +318,8 @@ where
         if in_flight.is_none() && closing.is_none() {
             loop {
                 if let Some(p) = pipeline.as_mut().filter(|p| p.next.is_some()) {
-                    if p.pending.is_empty() {
+                    // A transport that was replaced starts nothing more.
+                    if p.pending.is_empty() && session.is_attached(generation) {
                         let text = p.next.take().expect("checked");
                         in_flight = Some(Box::pin(command(node.clone(), session.clone(), text)));
                     }
@@ -330,6 +328,12 @@ where
                 let Some(message) = messages.pop_front() else {
                     break;
                 };
+                let answering = pipeline.as_ref().is_some_and(|p| !p.pending.is_empty());
+                if answering && matches!(message, Message::Binary(_) | Message::Close(_)) {
+                    // Its error or the close waits for the replies before it.
+                    messages.push_front(message);
+                    break;
+                }
                 match message {
                     Message::Text(text) => {
                         let p = pipeline.get_or_insert_with(Box::default);
@@ -340,9 +344,9 @@ where
                         // The frame reader validated UTF-8.
                         let started = std::str::from_utf8(&text)
                             .ok()
-                            .and_then(|t| session.start_publish(t));
+                            .and_then(|t| session.start_publish(t, Some(generation)));
                         match started {
-                            Some(reply) => p.pending.push_back(reply),
+                            Some(publishing) => p.pending.push_back(publishing),
                             None => p.next = Some(text),
                         }
                     }
@@ -416,12 +420,13 @@ where
                     }
                 }
             }
-            reply = async { pipeline.as_mut().and_then(|p| p.pending.front_mut()).expect("guarded").await },
-                if pipeline.as_ref().is_some_and(|p| !p.pending.is_empty()) => {
-                if let Some(p) = pipeline.as_mut() {
-                    p.pending.pop_front();
-                }
+            reply = async {
+                let oldest = pipeline.as_mut().and_then(|p| p.pending.front_mut());
+                (&mut oldest.expect("guarded").reply).await
+            }, if pipeline.as_ref().is_some_and(|p| !p.pending.is_empty()) => {
                 let _ = session.outbound().push(reply);
+                // Only now may the session's other commands go.
+                drop(pipeline.as_mut().and_then(|p| p.pending.pop_front()));
             }
             _ = std::future::ready(()), if !writing && !close_after_write && !control.is_empty() => {
                 write_buf = std::mem::take(&mut control);
@@ -539,8 +544,9 @@ where
 
     // Let commands still in flight finish so their effects are undone
     // below and their replies wait in the session for a resume.
-    for reply in pipeline.map(|p| p.pending).unwrap_or_default() {
-        let _ = session.outbound().push(reply.await);
+    for mut publishing in pipeline.map(|p| p.pending).unwrap_or_default() {
+        let reply = (&mut publishing.reply).await;
+        let _ = session.outbound().push(reply);
     }
     if let Some(f) = in_flight.take() {
         if let Outcome::Switched(resumed, resumed_generation) = f.await {
