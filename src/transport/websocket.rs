@@ -285,7 +285,8 @@ pub async fn run<S>(node: Arc<Node>, mut io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let cfg = node.config.client;
+    // Borrowed, not copied: a copy would sit in every idle connection.
+    let cfg = &node.config.client;
     let mut session = Session::new(&node);
     let mut generation = 1;
     let mut reader = FrameReader::new(Role::Server, cfg.max_data_size + ENVELOPE_ALLOWANCE);
