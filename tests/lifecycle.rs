@@ -426,7 +426,10 @@ async fn a_slow_consumer_that_reads_again_gets_an_unbroken_prefix_then_close_300
         .filter(|f| f["type"] == "publication")
         .map(|f| f["offset"].as_u64().unwrap())
         .collect();
-    assert!(!offsets.is_empty());
+    // The prefix is what the writer had handed to the socket before the
+    // queue overflowed (an overflow frees the queue). On a loaded machine
+    // the flood can fill the 64 KiB before the writer's first turn, so it
+    // may be empty (seen once in CI); it is never gapped.
     assert_eq!(
         offsets,
         (1..=offsets.len() as u64).collect::<Vec<_>>(),
