@@ -49,14 +49,6 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-async fn publish(node: &TestServer, channel: &str, data: Value) -> Value {
-    let (status, body) = node
-        .api("publish", json!({"channel": channel, "data": data}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["result"]["position"].clone()
-}
-
 /// Waits until `check` holds, polling.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -106,7 +98,7 @@ async fn clients_on_different_nodes_see_each_others_publications_presence_and_jo
         alice.push("publication").await["data"],
         json!({"from": "bob"})
     );
-    publish(&nodes[2], &channel, json!({"from": "api"})).await;
+    nodes[2].publish(&channel, json!({"from": "api"})).await;
     assert_eq!(
         alice.push("publication").await["data"],
         json!({"from": "api"})
@@ -385,7 +377,7 @@ async fn kill_9_of_a_node_its_clients_recover_elsewhere_and_its_presence_expires
     ws.subscribe(&channel).await;
     let mut position = Value::Null;
     for i in 0..5 {
-        position = publish(&survivor, &channel, json!({"i": i})).await;
+        position = survivor.publish(&channel, json!({"i": i})).await;
         let p = ws.push("publication").await;
         assert_eq!(p["data"]["i"], i);
     }
@@ -395,7 +387,7 @@ async fn kill_9_of_a_node_its_clients_recover_elsewhere_and_its_presence_expires
     let mut doomed = doomed;
     doomed.wait(WAIT);
     for i in 5..10 {
-        publish(&survivor, &channel, json!({"i": i})).await;
+        survivor.publish(&channel, json!({"i": i})).await;
     }
 
     // The client reconnects to the survivor and recovers from PostgreSQL.
@@ -489,7 +481,7 @@ async fn redis_restarted_mid_traffic_nodes_come_back_and_clients_recover() {
     ws.subscribe(&channel).await;
     let mut acknowledged = Vec::new();
     for i in 0..3 {
-        publish(&nodes[1], &channel, json!({"i": i})).await;
+        nodes[1].publish(&channel, json!({"i": i})).await;
         acknowledged.push(i);
         assert_eq!(ws.push("publication").await["data"]["i"], i);
     }
@@ -522,7 +514,7 @@ async fn redis_restarted_mid_traffic_nodes_come_back_and_clients_recover() {
     })
     .await;
     for i in 6..8 {
-        publish(&nodes[1], &channel, json!({"i": i})).await;
+        nodes[1].publish(&channel, json!({"i": i})).await;
         acknowledged.push(i);
     }
 

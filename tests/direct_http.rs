@@ -16,7 +16,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{api_call, assert_alive, namespace, token, TestServer, API_KEY};
+use common::{assert_alive, namespace, token, TestServer};
 use serde_json::{json, Value};
 use switchboard::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -556,19 +556,9 @@ async fn server(tweak: impl FnOnce(&mut Config)) -> TestServer {
     .await
 }
 
-/// Publishes through the server API, asserting success.
+/// Publishes through the server API, asserting success in time.
 async fn publish(server: &TestServer, channel: &str, data: Value) {
-    let (status, body) = within(
-        "an API publish",
-        api_call(
-            server.addr,
-            "publish",
-            json!({"channel": channel, "data": data}),
-            Some(API_KEY),
-        ),
-    )
-    .await;
-    assert_eq!(status, 200, "API publish answered {body}");
+    within("an API publish", server.publish(channel, data)).await;
 }
 
 /// A gauge from `/metrics`.

@@ -11,9 +11,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use common::sse::Sse;
-use common::{
-    api_call, assert_alive, namespace, token, token_with, unix_now, TestServer, Ws, API_KEY, WAIT,
-};
+use common::{assert_alive, namespace, token, token_with, unix_now, TestServer, Ws, WAIT};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -85,18 +83,6 @@ fn forged(user: &str) -> String {
     mint_hs256("not-the-node-secret-but-long-enough-0000", &claims).unwrap()
 }
 
-/// Publishes through the server API, asserting success.
-async fn publish(server: &TestServer, channel: &str, data: Value) {
-    let (status, body) = api_call(
-        server.addr,
-        "publish",
-        json!({"channel": channel, "data": data}),
-        Some(API_KEY),
-    )
-    .await;
-    assert_eq!(status, 200, "API publish answered {body}");
-}
-
 /// A value of a response header, if present and text.
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -120,7 +106,7 @@ async fn bystander(server: &TestServer) -> Ws {
 /// The bystander still answers and still receives publications.
 async fn bystander_still_hears(server: &TestServer, ws: &mut Ws) {
     assert_alive(ws).await;
-    publish(server, AROUND, json!({"still": "here"})).await;
+    server.publish(AROUND, json!({"still": "here"})).await;
     let publication = ws.push("publication").await;
     assert_eq!(
         publication["data"],
@@ -384,7 +370,7 @@ async fn sse_commands_sent_alone_and_in_batches_come_back_as_numbered_events() {
     assert_eq!(own["data"], json!({"n": 1}));
 
     // A push from the server API continues the numbering.
-    publish(&server, "feed:a", json!({"n": 2})).await;
+    server.publish("feed:a", json!({"n": 2})).await;
     publications(&mut stream, &s, 7, &[2]).await;
     stream.expect_silence(SILENCE).await;
 }
@@ -491,13 +477,13 @@ async fn sse_resume_with_last_event_id_replays_exactly_the_missed_frames() {
     .await;
     next_numbered(&mut stream, &s, 2).await;
     for n in 1..=3 {
-        publish(&server, "feed:r", json!({"n": n})).await;
+        server.publish("feed:r", json!({"n": n})).await;
     }
     // Processed through seq 4 (n = 2); n = 3 was written but not processed.
     publications(&mut stream, &s, 3, &[1, 2]).await;
     drop(stream);
     for n in 4..=5 {
-        publish(&server, "feed:r", json!({"n": n})).await;
+        server.publish("feed:r", json!({"n": n})).await;
     }
 
     let last_event_id = format!("{s}.4");
@@ -511,7 +497,7 @@ async fn sse_resume_with_last_event_id_replays_exactly_the_missed_frames() {
     resumed_greeting(&mut stream, &s).await;
     publications(&mut stream, &s, 5, &[3, 4, 5]).await;
     // Still subscribed: live publications follow, numbered on.
-    publish(&server, "feed:r", json!({"n": 6})).await;
+    server.publish("feed:r", json!({"n": 6})).await;
     publications(&mut stream, &s, 8, &[6]).await;
     stream.expect_silence(SILENCE).await;
 }
@@ -528,11 +514,11 @@ async fn sse_resume_with_session_and_seq_in_the_query() {
     )
     .await;
     next_numbered(&mut stream, &s, 2).await;
-    publish(&server, "feed:q", json!({"n": 1})).await;
+    server.publish("feed:q", json!({"n": 1})).await;
     publications(&mut stream, &s, 3, &[1]).await;
     drop(stream);
-    publish(&server, "feed:q", json!({"n": 2})).await;
-    publish(&server, "feed:q", json!({"n": 3})).await;
+    server.publish("feed:q", json!({"n": 2})).await;
+    server.publish("feed:q", json!({"n": 3})).await;
 
     let query = format!("token={}&session={s}&seq=3", token("alice"));
     let mut stream = sse(&server, &query, &[])
@@ -540,7 +526,7 @@ async fn sse_resume_with_session_and_seq_in_the_query() {
         .unwrap_or_else(|e| panic!("resume refused: {e:?}"));
     resumed_greeting(&mut stream, &s).await;
     publications(&mut stream, &s, 4, &[2, 3]).await;
-    publish(&server, "feed:q", json!({"n": 4})).await;
+    server.publish("feed:q", json!({"n": 4})).await;
     publications(&mut stream, &s, 6, &[4]).await;
     stream.expect_silence(SILENCE).await;
 }
@@ -901,7 +887,7 @@ async fn poll_connect_then_a_cursor_replays_until_the_next_one_acknowledges() {
         json!({"id": 1, "type": "subscribe", "channel": "feed:p"}),
     )
     .await;
-    publish(&server, "feed:p", json!({"n": 1})).await;
+    server.publish("feed:p", json!({"n": 1})).await;
 
     let first = poll_ok(&server, &s, 1).await;
     assert_eq!(first["cursor"], 3, "{first}");
@@ -962,7 +948,7 @@ async fn a_waiting_poll_answers_as_soon_as_something_is_queued() {
     let waiting = tokio::spawn(async move { json_of(http().get(url).send().await.unwrap()).await });
     // Let the poll start waiting (if it has not, it still must answer).
     tokio::time::sleep(SILENCE).await;
-    publish(&server, "feed:w", json!({"n": 1})).await;
+    server.publish("feed:w", json!({"n": 1})).await;
     let (status, body) = tokio::time::timeout(WAIT, waiting)
         .await
         .expect("the poll answers within the wait, long before the 30 s hold")
@@ -1012,7 +998,7 @@ async fn a_newer_poll_answers_the_older_one_at_once() {
     assert_eq!(answered, (200, json!({"cursor": 2, "messages": []})));
 
     // The newer one holds the session and gets what comes next.
-    publish(&server, "feed:n", json!({"n": 1})).await;
+    server.publish("feed:n", json!({"n": 1})).await;
     let (status, body) = tokio::time::timeout(WAIT, newer)
         .await
         .expect("the newer poll answers within the wait")
@@ -1047,7 +1033,7 @@ async fn poll_responses_over_1_kib_are_gzipped_when_accepted() {
     )
     .await;
     let text = "compressible ".repeat(300);
-    publish(&server, "feed:z", json!({"text": text})).await;
+    server.publish("feed:z", json!({"text": text})).await;
 
     let url = server.http(&format!("/connection/poll?session={s}&cursor=1"));
     // Through a broker the publication may land a moment after the
@@ -1256,12 +1242,12 @@ async fn a_websocket_session_continues_over_long_polling_then_sse() {
     assert_eq!(early["code"], 101, "{early}");
     let s = session_of(&ws.connect(&token("alice")).await);
     ws.subscribe(channel).await;
-    publish(&server, channel, json!({"n": 1})).await;
+    server.publish(channel, json!({"n": 1})).await;
     assert_eq!(ws.push("publication").await["data"], json!({"n": 1}));
     let count = 3;
     drop(ws); // no close frame: the session waits
-    publish(&server, channel, json!({"n": 2})).await;
-    publish(&server, channel, json!({"n": 3})).await;
+    server.publish(channel, json!({"n": 2})).await;
+    server.publish(channel, json!({"n": 3})).await;
 
     // Long-polling continues it from the WebSocket's count. (Through the
     // Redis broker the second publication may reach the node after the
@@ -1277,8 +1263,8 @@ async fn a_websocket_session_continues_over_long_polling_then_sse() {
     }
     assert_eq!(data, [json!({"n": 2}), json!({"n": 3})]);
     assert_eq!(cursor, 5);
-    publish(&server, channel, json!({"n": 4})).await;
-    publish(&server, channel, json!({"n": 5})).await;
+    server.publish(channel, json!({"n": 4})).await;
+    server.publish(channel, json!({"n": 5})).await;
 
     // SSE resumes from the poll's cursor: the rest, then live traffic.
     let query = format!("token={}&session={s}&seq=5", token("alice"));
@@ -1287,7 +1273,7 @@ async fn a_websocket_session_continues_over_long_polling_then_sse() {
         .unwrap_or_else(|e| panic!("resume refused: {e:?}"));
     resumed_greeting(&mut stream, &s).await;
     publications(&mut stream, &s, 6, &[4, 5]).await;
-    publish(&server, channel, json!({"n": 6})).await;
+    server.publish(channel, json!({"n": 6})).await;
     publications(&mut stream, &s, 8, &[6]).await;
     stream.expect_silence(SILENCE).await;
 }

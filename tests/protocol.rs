@@ -24,15 +24,6 @@ async fn start(tweak: impl FnOnce(&mut switchboard::config::Config)) -> TestServ
     .await
 }
 
-/// Publishes through the server API; returns the position.
-async fn api_publish(server: &TestServer, channel: &str, data: Value) -> Value {
-    let (status, body) = server
-        .api("publish", json!({"channel": channel, "data": data}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["result"]["position"].clone()
-}
-
 /// The next push of `kind` whose `info.user` is `user` (others of that kind
 /// are skipped).
 async fn push_from(ws: &mut Ws, kind: &str, user: &str) -> Value {
@@ -116,8 +107,8 @@ async fn subscribe_replies_with_channel_position_recovered_and_publications() {
 #[tokio::test]
 async fn subscribe_without_since_reports_the_current_position_and_no_history() {
     let server = start(|_| {}).await;
-    api_publish(&server, "feed:x", json!(1)).await;
-    let position = api_publish(&server, "feed:x", json!(2)).await;
+    server.publish("feed:x", json!(1)).await;
+    let position = server.publish("feed:x", json!(2)).await;
     let mut ws = server.client("alice").await;
     let reply = ws.subscribe("feed:x").await;
     assert_eq!(reply["position"], position);
@@ -493,7 +484,7 @@ async fn presence_stats_counts_clients_and_distinct_users() {
 async fn fill(server: &TestServer, channel: &str, count: u64) -> String {
     let mut epoch = String::new();
     for n in 1..=count {
-        let position = api_publish(server, channel, json!({"n": n})).await;
+        let position = server.publish(channel, json!({"n": n})).await;
         epoch = position["epoch"].as_str().unwrap().to_string();
     }
     epoch
@@ -604,7 +595,7 @@ async fn unsubscribe_stops_delivery() {
         .call(json!({"type": "unsubscribe", "channel": "feed:x"}))
         .await;
     assert_eq!(reply["type"], "unsubscribed", "{reply}");
-    api_publish(&server, "feed:x", json!("after")).await;
+    server.publish("feed:x", json!("after")).await;
     assert_eq!(bob.push("publication").await["data"], "after");
     alice.expect_silence(SILENCE).await;
 }
@@ -673,7 +664,9 @@ async fn exclude_publisher_does_not_echo_to_the_publisher_but_reaches_others() {
     assert_eq!(push["info"]["client"], json!(alice.client_id));
     alice.expect_silence(SILENCE).await;
     // The server API has no publishing client: everyone gets its publications.
-    api_publish(&server, "quiet:room", json!("from the backend")).await;
+    server
+        .publish("quiet:room", json!("from the backend"))
+        .await;
     assert_eq!(alice.push("publication").await["data"], "from the backend");
     assert_eq!(bob.push("publication").await["data"], "from the backend");
 }
@@ -724,7 +717,7 @@ async fn private_namespace_accepts_a_subscription_token() {
     let reply = bob.reply(id).await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
     assert_eq!(reply["channel"], "secret:x");
-    api_publish(&server, "secret:x", json!("granted")).await;
+    server.publish("secret:x", json!("granted")).await;
     assert_eq!(bob.push("publication").await["data"], "granted");
 }
 
@@ -842,8 +835,8 @@ async fn concurrent_publishers_reach_every_subscriber_in_offset_order_without_ga
 async fn recovers_after_reconnect(server: &TestServer, channel: &str) {
     let mut ws = server.client("alice").await;
     ws.subscribe(channel).await;
-    api_publish(server, channel, json!({"n": 1})).await;
-    api_publish(server, channel, json!({"n": 2})).await;
+    server.publish(channel, json!({"n": 1})).await;
+    server.publish(channel, json!({"n": 2})).await;
     ws.push("publication").await;
     let last = ws.push("publication").await;
     let since = json!({"offset": last["offset"], "epoch": last["epoch"]});
@@ -851,7 +844,7 @@ async fn recovers_after_reconnect(server: &TestServer, channel: &str) {
     drop(ws);
 
     for n in 3..=5 {
-        api_publish(server, channel, json!({"n": n})).await;
+        server.publish(channel, json!({"n": n})).await;
     }
 
     let mut ws = server.client("alice").await;
@@ -866,7 +859,7 @@ async fn recovers_after_reconnect(server: &TestServer, channel: &str) {
     );
     assert_eq!(offsets(&reply["publications"]), [3, 4, 5]);
 
-    api_publish(server, channel, json!({"n": 6})).await;
+    server.publish(channel, json!({"n": 6})).await;
     let live = ws.push("publication").await;
     assert_eq!(live["offset"], 6, "{live}");
     assert_eq!(live["data"], json!({"n": 6}));
@@ -967,11 +960,11 @@ async fn recovery_when_the_window_is_gone_is_not_recovered() {
     .await;
     let mut ws = server.client("alice").await;
     ws.subscribe("short:x").await;
-    api_publish(&server, "short:x", json!({"n": 1})).await;
+    server.publish("short:x", json!({"n": 1})).await;
     let seen = ws.push("publication").await;
     drop(ws);
     for n in 2..=11 {
-        api_publish(&server, "short:x", json!({"n": n})).await;
+        server.publish("short:x", json!({"n": n})).await;
     }
     let mut ws = server.client("alice").await;
     let reply = ws

@@ -106,6 +106,16 @@ impl TestServer {
         api_call(self.addr, method, body, Some(API_KEY)).await
     }
 
+    /// Publishes through the server API, asserting success; returns the
+    /// position.
+    pub async fn publish(&self, channel: &str, data: Value) -> Value {
+        let (status, body) = self
+            .api("publish", json!({"channel": channel, "data": data}))
+            .await;
+        assert_eq!(status, 200, "API publish answered {body}");
+        body["result"]["position"].clone()
+    }
+
     /// Graceful stop, keeping the data dir (returns the temp dir guard).
     pub async fn stop(self) -> Option<tempfile::TempDir> {
         self.running.shutdown().await;
