@@ -887,7 +887,13 @@ async fn poll_connect_then_a_cursor_replays_until_the_next_one_acknowledges() {
         json!({"id": 1, "type": "subscribe", "channel": "feed:p"}),
     )
     .await;
+    // Through the Redis broker the publication reaches the node after the
+    // publish returns; a WebSocket subscriber of the same node sees it once
+    // it is queued to every local subscriber, the poller's session too.
+    let mut watcher = server.client("watcher").await;
+    watcher.subscribe("feed:p").await;
     server.publish("feed:p", json!({"n": 1})).await;
+    watcher.push("publication").await;
 
     let first = poll_ok(&server, &s, 1).await;
     assert_eq!(first["cursor"], 3, "{first}");
